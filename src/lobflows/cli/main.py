@@ -1,0 +1,320 @@
+"""The ``lobflows`` command: validate, serve, run and inspect flows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from lobflows import errors, logs
+from lobflows.cli import views
+from lobflows.settings import DEFAULT_DATABASE_URL, Settings
+
+T = TypeVar("T")
+
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFIGURATION = 4
+EXIT_INTERNAL = 70
+
+console = Console()
+err_console = Console(stderr=True)
+app = typer.Typer(
+    name="lobflows",
+    help="Durable, documented flows between line-of-business systems.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Work the dead letter queue: list, show, replay, discard.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(dlq_app, name="dlq")
+
+FlowsDir = Annotated[Path, typer.Argument(help="Folder of flow files (and connections.yaml).", envvar="LOBFLOWS_FLOWS")]
+
+
+class _Options:
+    settings: Settings = Settings()
+    verbose: bool = False
+
+
+options = _Options()
+
+
+@app.callback()
+def main_options(
+    db: Annotated[str, typer.Option("--db", envvar="LOBFLOWS_DB", help="Run store URL: sqlite:///file.db or postgresql://…")] = DEFAULT_DATABASE_URL,
+    secrets_file: Annotated[Path | None, typer.Option("--secrets", envvar="LOBFLOWS_SECRETS_FILE", help="YAML file of secret name: value.")] = None,
+    api_token: Annotated[str | None, typer.Option("--api-token", envvar="LOBFLOWS_API_TOKEN", help="Bearer token that opens the REST API.", show_default=False)] = None,
+    lease_seconds: Annotated[float, typer.Option(envvar="LOBFLOWS_LEASE_SECONDS", help="Lease of a claimed run without a heartbeat.")] = 30.0,
+    concurrency: Annotated[int, typer.Option(envvar="LOBFLOWS_CONCURRENCY", help="Runs in progress per process.")] = 64,
+    log_level: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_format: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_FORMAT", help="text or json.")] = "text",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="LOBFLOWS_VERBOSE", help="Show tracebacks of unexpected errors.")] = False,
+) -> None:
+    try:
+        options.settings = Settings(
+            database_url=db,
+            secrets_file=secrets_file,
+            api_token=api_token,
+            lease_seconds=lease_seconds,
+            concurrency=concurrency,
+            log_level=log_level.upper(),
+            log_format=log_format,
+        )
+    except Exception as exc:
+        _fail(f"invalid setting: {exc}", EXIT_USAGE)
+    options.verbose = verbose
+    logs.configure(level=options.settings.log_level, json_lines=options.settings.log_format == "json")
+
+
+def _fail(message: str, code: int, hint: str | None = None) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint: {hint}[/]", highlight=False)
+    raise typer.Exit(code)
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; errors become one line and a named exit code."""
+    try:
+        return asyncio.run(coroutine)
+    except typer.Exit:
+        raise
+    except errors.FlowFileError as exc:
+        for problem in exc.problems:
+            err_console.print(str(problem), highlight=False, soft_wrap=True)
+        _fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
+    except errors.RunNotFoundError as exc:
+        _fail(str(exc), EXIT_NOT_FOUND)
+    except errors.LobflowsError as exc:
+        _fail(str(exc), EXIT_CONFIGURATION)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if options.verbose:
+            err_console.print_exception()
+        _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_INTERNAL, "run again with --verbose to see the traceback")
+    raise AssertionError("unreachable")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        _fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
+    except ValueError as exc:
+        _fail(f"{what} {path} is not valid JSON: {exc}", EXIT_USAGE)
+
+
+# -- definitions ------------------------------------------------------------
+
+
+@app.command()
+def validate(paths: Annotated[list[Path], typer.Argument(help="Flow files or folders.")]) -> None:
+    """Check flow files; print every problem with file, line, field and what was expected."""
+    from lobflows.spec import loader
+
+    files = loader.flow_files(paths)
+    missing = [p for p in paths if not p.exists()]
+    for path in missing:
+        err_console.print(f"{path}: no such file or folder", highlight=False)
+    problems: list[errors.Problem] = []
+    for path in files:
+        try:
+            loaded = loader.load_flow_file(path)
+        except errors.FlowFileError as exc:
+            problems.extend(exc.problems)
+            continue
+        console.print(f"[green]ok[/] {path} [dim]({loaded.name}, {len(loaded.spec.steps)} steps)[/]", highlight=False)
+    for folder in (p for p in paths if p.is_dir()):
+        try:
+            loader.load_connections(folder / loader.CONNECTIONS_FILE)
+        except errors.LobflowsError as exc:
+            problems.extend(getattr(exc, "problems", [errors.Problem(path=str(folder / loader.CONNECTIONS_FILE), line=None, field="", message=str(exc))]))
+    for problem in problems:
+        err_console.print(str(problem), highlight=False, soft_wrap=True)
+    if problems or missing or not files:
+        _fail(f"{len(problems)} problem(s) in {len(files)} file(s)" if files else "no flow files found", EXIT_PROBLEMS)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of flow files, for editors."""
+    from lobflows.spec import models
+
+    document = models.Flow.model_json_schema(by_alias=True)
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "LoB Flows flow file"
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+# -- running ----------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    flows_dir: FlowsDir,
+    host: Annotated[str, typer.Option(envvar="LOBFLOWS_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LOBFLOWS_PORT", help="Port to listen on.")] = 8700,
+    no_worker: Annotated[bool, typer.Option("--no-worker", envvar="LOBFLOWS_NO_WORKER", help="Serve HTTP only; separate workers execute runs.")] = False,
+) -> None:
+    """Serve webhooks and the API, and execute runs in the same process."""
+    from lobflows import server
+
+    run_async(server.serve(options.settings, flows_dir, host=host, port=port, with_worker=not no_worker))
+
+
+@app.command()
+def worker(flows_dir: FlowsDir) -> None:
+    """Execute due runs from the store until stopped (Ctrl-C or SIGTERM)."""
+    from lobflows import server
+
+    run_async(server.work(options.settings, flows_dir))
+
+
+@app.command("run")
+def run_flow(
+    flow: Annotated[str, typer.Argument(help="Flow name, or path to a flow file.")],
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the run's input.")] = None,
+    flows_dir: Annotated[Path, typer.Option("--flows", envvar="LOBFLOWS_FLOWS", help="Folder of flows, when FLOW is a name.")] = Path("."),
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Only store the run; a worker executes it.")] = False,
+) -> None:
+    """Start a run by hand and, unless --no-wait, execute it here."""
+    from lobflows import server
+
+    data = _read_json(input_file, "input") if input_file else {}
+    if flow.endswith((".yaml", ".yml")):
+        flows_dir, flow = Path(flow).parent, _flow_name(Path(flow))
+    code = run_async(server.run_once(options.settings, flows_dir, flow, data, wait=not no_wait, console=console))
+    raise typer.Exit(code)
+
+
+def _flow_name(path: Path) -> str:
+    from lobflows.spec import loader
+
+    return run_async(_async_value(lambda: loader.load_flow_file(path).name))
+
+
+async def _async_value(make: Callable[[], T]) -> T:
+    return make()
+
+
+# -- inspecting -------------------------------------------------------------
+
+
+async def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+    from lobflows.runtime import open_store
+
+    store = await open_store(options.settings)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+@runs_app.command("list")
+def runs_list(
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded or failed.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+) -> None:
+    """List runs, newest first."""
+    runs = run_async(_with_store(lambda s: s.list_runs(flow=flow, status=status, limit=limit)))
+    console.print(views.runs_table(runs))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id or a prefix of at least 6 characters.")],
+    data: Annotated[bool, typer.Option("--data", help="Also print each attempt's input and output.")] = False,
+) -> None:
+    """Show a run: each step's attempts, status, duration and (redacted) data."""
+
+    async def load(store: Any) -> Any:
+        run = await store.find_run(run_id)
+        return run, await store.attempts(run.id)
+
+    run, attempts = run_async(_with_store(load))
+    views.print_run(console, run, attempts, with_data=data)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    status: Annotated[str, typer.Option(help="open, replayed, discarded or all.")] = "open",
+    limit: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """List dead letters, newest first."""
+    letters = run_async(_with_store(lambda s: s.dead_letters(status=None if status == "all" else status, limit=limit)))
+    console.print(views.dead_letters_table(letters))
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    input_only: Annotated[bool, typer.Option("--input-only", help="Print only the failed step's input as JSON, to correct and replay.")] = False,
+) -> None:
+    """Show a dead letter: the failed step, its input and the error."""
+    letter = run_async(_with_store(lambda s: s.dead_letter(dead_letter_id)))
+    if input_only:
+        sys.stdout.write(json.dumps(letter.step_input, indent=2) + "\n")
+        return
+    views.print_dead_letter(console, letter)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the corrected input of the failed step.")] = None,
+    flows_dir: Annotated[Path | None, typer.Option("--flows", envvar="LOBFLOWS_FLOWS", help="Execute here with these flows, instead of leaving it to a worker.")] = None,
+) -> None:
+    """Queue a dead-lettered run again from its failed step."""
+    from lobflows import server
+
+    corrected = _read_json(input_file, "corrected input") if input_file else None
+    run_id = run_async(_with_store(lambda s: s.replay_dead_letter(dead_letter_id, corrected_input=corrected)))
+    console.print(f"Run {run_id} queued again from its failed step.", highlight=False)
+    if flows_dir is not None:
+        raise typer.Exit(run_async(server.resume(options.settings, flows_dir, run_id, console=console)))
+
+
+@dlq_app.command("discard")
+def dlq_discard(dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")]) -> None:
+    """Close a dead letter without replaying it."""
+    run_async(_with_store(lambda s: s.discard_dead_letter(dead_letter_id)))
+    console.print(f"Dead letter {dead_letter_id} discarded.")
+
+
+@app.command()
+def prune(
+    batch_size: Annotated[int, typer.Option(help="Runs deleted per transaction.")] = 500,
+) -> None:
+    """Delete finished runs past their flow's retention and give the space back."""
+    from lobflows.store import retention
+
+    removed = run_async(_with_store(lambda s: retention.prune(s, batch_size=batch_size)))
+    console.print(f"Pruned {removed} run(s).")
+
+
+@app.command()
+def demo(
+    flows_dir: Annotated[Path, typer.Argument(help="The example to run.")] = Path("examples/onboarding"),
+    port: Annotated[int, typer.Option(envvar="LOBFLOWS_PORT", help="Port of the LoB Flows server.")] = 8700,
+    once: Annotated[bool, typer.Option("--once", help="Exit after the sample run instead of serving on.")] = False,
+) -> None:
+    """Run an example end to end: stand-ins for ERPNext, chat and mail, the server, one sample run."""
+    from lobflows import demo as demo_module
+
+    raise typer.Exit(run_async(demo_module.run_demo(options.settings, flows_dir, port=port, once=once, console=console)))
+
+
+def main() -> None:
+    app()

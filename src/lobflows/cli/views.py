@@ -1,0 +1,88 @@
+"""Rich renderings of runs, attempts and dead letters for the terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lobflows.secrets import redactor
+from lobflows.store import Attempt, DeadLetter, RunRecord
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "red", "queued": "yellow", "running": "cyan", "open": "red", "replayed": "green", "discarded": "dim"}
+MAX_SHOWN_CHARACTERS = 2000
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(start: float, end: float | None) -> str:
+    if end is None:
+        return "-"
+    seconds = end - start
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def status(text: str) -> str:
+    return f"[{STATUS_STYLE.get(text, 'white')}]{text}[/]"
+
+
+def shown(value: Any) -> str:
+    text = json.dumps(redactor.redact_data(value), indent=2, default=str, ensure_ascii=False)
+    if len(text) > MAX_SHOWN_CHARACTERS:
+        return text[:MAX_SHOWN_CHARACTERS] + f"\n… ({len(text)} characters in all)"
+    return text
+
+
+def runs_table(runs: list[RunRecord]) -> Table:
+    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    for column in ("run", "flow", "status", "trigger", "started (UTC)", "duration", "error"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        error = redactor.redact(run.error or "")
+        table.add_row(run.id, run.flow, status(run.status), run.trigger, when(run.created_at), duration(run.created_at, run.finished_at), error[:80])
+    return table
+
+
+def print_run(console: Console, run: RunRecord, attempts: list[Attempt], *, with_data: bool) -> None:
+    console.print(f"[bold]Run {run.id}[/]  flow [bold]{run.flow}[/]  {status(run.status)}", highlight=False)
+    console.print(f"trigger {run.trigger}  started {when(run.created_at)} UTC  duration {duration(run.created_at, run.finished_at)}", highlight=False)
+    if run.status == "queued" and run.current_step:
+        console.print(f"next attempt of {run.current_step} at {when(run.due_at)} UTC", highlight=False)
+    if run.error:
+        console.print(f"[red]error:[/] {redactor.redact(run.error)}", highlight=False, soft_wrap=True)
+    table = Table(title_justify="left")
+    for column in ("step", "attempt", "status", "started (UTC)", "duration", "error"):
+        table.add_column(column, overflow="fold")
+    for a in attempts:
+        table.add_row(a.step, str(a.attempt), status(a.status), when(a.started_at), duration(a.started_at, a.finished_at), redactor.redact(a.error or ""))
+    console.print(table)
+    if with_data:
+        for a in attempts:
+            console.rule(f"{a.step} · attempt {a.attempt}")
+            console.print("input:", shown(a.input), highlight=False)
+            console.print("output:", shown(a.output), highlight=False)
+
+
+def dead_letters_table(letters: list[DeadLetter]) -> Table:
+    table = Table(title=f"{len(letters)} dead letter(s)", title_justify="left")
+    for column in ("id", "run", "flow", "step", "status", "since (UTC)", "error"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        table.add_row(str(d.id), d.run_id, d.flow, d.step, status(d.status), when(d.created_at), redactor.redact(d.error)[:100])
+    return table
+
+
+def print_dead_letter(console: Console, letter: DeadLetter) -> None:
+    console.print(f"[bold]Dead letter {letter.id}[/]  {status(letter.status)}  run {letter.run_id}", highlight=False)
+    console.print(f"flow {letter.flow}  step {letter.step}  since {when(letter.created_at)} UTC", highlight=False)
+    console.print(f"[red]error:[/] {redactor.redact(letter.error)}", highlight=False, soft_wrap=True)
+    console.print("step input:", shown(letter.step_input), highlight=False)
+    if letter.status == "open":
+        console.print(f"[dim]replay: lobflows dlq replay {letter.id} [--input corrected.json]   discard: lobflows dlq discard {letter.id}[/]", highlight=False)

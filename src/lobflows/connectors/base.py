@@ -1,0 +1,118 @@
+"""The connector SDK: what every connector declares and how the engine calls it.
+
+A connector knows one kind of system. A *connection* is a configured
+instance of it (base URL, auth secret, limits), declared once in
+``connections.yaml`` and referred to by name from ``call`` steps as
+``<connection>.<action>``. Connectors register under the
+``lobflows.connectors`` entry-point group; built-ins register the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pydantic
+
+from lobflows import errors
+from lobflows.secrets import SecretStore
+
+ENTRY_POINT_GROUP = "lobflows.connectors"
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a connector knows of the step that calls it."""
+
+    run_id: str
+    flow: str
+    step: str
+    attempt: int
+    timeout_seconds: float
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and replays of the same step of the same run."""
+        return f"{self.run_id}-{self.step}"
+
+
+Action = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
+
+
+class Settings(pydantic.BaseModel):
+    """Base of every connector's connection settings."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+class Connector:
+    """Base class: subclasses set `kind`, `settings_model` and `actions`."""
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[Settings]]
+    # action name -> one-line description; each is implemented as `action_<name>`.
+    actions: ClassVar[dict[str, str]]
+
+    def __init__(self, name: str, settings: Settings, secrets: SecretStore) -> None:
+        self.name = name
+        self.settings = settings
+        self.secrets = secrets
+
+    async def call(self, action: str, params: dict[str, Any], context: CallContext) -> Any:
+        if action not in self.actions:
+            known = ", ".join(sorted(self.actions))
+            raise errors.StepInputError(
+                f"connection {self.name!r} ({self.kind}) has no action {action!r}; known: {known}"
+            )
+        method: Action = getattr(self, f"action_{action}")
+        return await method(params, context)
+
+    async def close(self) -> None:
+        """Release pooled connections."""
+
+
+def parse_params(model: type[pydantic.BaseModel], params: dict[str, Any], *, action: str) -> Any:
+    """Validate an action's parameters, naming the field on failure."""
+    try:
+        return model.model_validate(params)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(input)'}: {e['msg'].lower()}" for e in exc.errors()
+        )
+        raise errors.StepInputError(f"action {action} got invalid input: {problems}") from None
+
+
+def connector_classes() -> dict[str, type[Connector]]:
+    """Every registered connector class, by kind."""
+    found: dict[str, type[Connector]] = {}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = entry.load()
+    return found
+
+
+def build_connections(
+    declared: dict[str, dict[str, Any]], secrets: SecretStore, *, source: str = "connections.yaml"
+) -> dict[str, Connector]:
+    """Create a connector per declared connection, validating every setting up front."""
+    classes = connector_classes()
+    problems: list[errors.Problem] = []
+    built: dict[str, Connector] = {}
+    for name, raw in declared.items():
+        settings = dict(raw or {})
+        kind = settings.pop("type", None)
+        cls = classes.get(str(kind))
+        if cls is None:
+            known = ", ".join(sorted(classes))
+            problems.append(errors.Problem(path=source, line=None, field=f"connections.{name}.type", message=f"expected one of {known} (got {kind!r})"))
+            continue
+        try:
+            built[name] = cls(name, cls.settings_model.model_validate(settings), secrets)
+        except pydantic.ValidationError as exc:
+            for e in exc.errors():
+                field = ".".join(str(p) for p in ("connections", name, *e["loc"]))
+                problems.append(errors.Problem(path=source, line=None, field=field, message=e["msg"].lower()))
+    if problems:
+        raise errors.FlowFileError(source, problems)
+    return built

@@ -1,0 +1,152 @@
+"""``lobflows demo``: an example run end to end on one machine.
+
+Starts local stand-ins for the systems the example talks to (an ERPNext
+site, a chat webhook, an SMTP server), serves the example's flows, posts the
+sample trigger signed like the real sender would, and shows what arrived
+where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from lobflows import errors, server
+from lobflows.cli import views
+from lobflows.secrets import SecretStore
+from lobflows.settings import Settings
+from lobflows.spec import loader
+from lobflows.store import RunStore
+
+ERPNEXT_PORT, CHAT_PORT, SMTP_PORT = 8701, 8702, 8725
+DEMO_SECRETS = "secrets.demo.yaml"
+RUN_TIMEOUT_SECONDS = 60.0
+
+
+async def run_demo(settings: Settings, example: Path, *, port: int, once: bool, console: Console) -> int:
+    flows_dir = example / "flows"
+    if not flows_dir.is_dir():
+        raise errors.ConfigurationError(f"{example} has no flows/ folder; try examples/onboarding")
+    settings = _with_demo_secrets(settings, example)
+    _check_ports_free({"LoB Flows": port, "ERPNext stand-in": ERPNEXT_PORT, "chat stand-in": CHAT_PORT, "SMTP stand-in": SMTP_PORT})
+    os.environ.setdefault("ERPNEXT_URL", f"http://127.0.0.1:{ERPNEXT_PORT}")
+    os.environ.setdefault("SMTP_PORT", str(SMTP_PORT))
+    secrets = SecretStore.load(settings.secrets_file)
+    standins = asyncio.create_task(_serve_standins(secrets))
+    started, stop = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(server.serve(settings, flows_dir, host="127.0.0.1", port=port, started=started, stop=stop))
+    try:
+        await _first_of(started.wait(), serving, standins)
+        console.print(f"[green]LoB Flows serves {flows_dir} on http://127.0.0.1:{port}[/] (run store {settings.database_url})", highlight=False)
+        code = await _post_samples(settings, example, flows_dir, port, secrets, console)
+        if once:
+            return code
+        console.print("\n[bold]Serving on; press Ctrl-C to stop.[/]")
+        await _first_of(serving, standins)
+        return 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(serving, return_exceptions=True), timeout=15)
+        standins.cancel()
+        await asyncio.gather(standins, return_exceptions=True)
+
+
+def _with_demo_secrets(settings: Settings, example: Path) -> Settings:
+    demo_secrets = example / DEMO_SECRETS
+    if settings.secrets_file is None and demo_secrets.exists():
+        return settings.model_copy(update={"secrets_file": demo_secrets})
+    return settings
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    for what, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise errors.ConfigurationError(f"port {port} for the {what} is in use; stop the process that holds it and try again") from None
+
+
+async def _serve_standins(secrets: SecretStore) -> None:
+    from lobflows.testing.standins import serve_standins
+
+    key, _, secret = secrets.get("erpnext-api").partition(":")
+    chat_url = secrets.get("facilities-chat-webhook")
+    await serve_standins(erpnext_port=ERPNEXT_PORT, slack_port=CHAT_PORT, smtp_port=SMTP_PORT, api_key=key, api_secret=secret, slack_path=chat_url.split("/services/", 1)[1])
+
+
+async def _first_of(*awaitables: Any) -> None:
+    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in awaitables]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _post_samples(settings: Settings, example: Path, flows_dir: Path, port: int, secrets: SecretStore, console: Console) -> int:
+    project = loader.load_project(flows_dir)
+    code = 0
+    for flow in project.flows.values():
+        hook = flow.spec.trigger.webhook
+        sample = example / "sample-hire.json"
+        if hook is None or not sample.exists():
+            continue
+        raw = sample.read_bytes()
+        headers = {"Content-Type": "application/json"}
+        if hook.signature is not None:
+            from lobflows.triggers.webhook import sign
+
+            headers[hook.signature.header] = sign(raw, secrets.get(hook.signature.secret), prefix=hook.signature.prefix)
+        url = f"http://127.0.0.1:{port}{hook.path}"
+        console.print(f"\nPOST {url} with {sample}", highlight=False)
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(url, content=raw, headers=headers)
+        console.print(f"→ {reply.status_code} {reply.text}", highlight=False)
+        if reply.status_code >= 300:
+            return 1
+        run_id = reply.json()["run_id"]
+        code |= await _show_outcome(settings, run_id, console)
+        console.print(
+            "\n[bold]Try it yourself[/] (the signature is an HMAC-SHA256 of the body with the demo key):\n"
+            f"  body=$(cat {sample}); sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{secrets.get(hook.signature.secret) if hook.signature else ''}' | sed 's/.* //')\n"
+            f"  curl -s -X POST {url} -H 'Content-Type: application/json' -H \"{hook.signature.header if hook.signature else 'X-None'}: sha256=$sig\" --data-binary \"$body\"\n"
+            f"  lobflows runs list   ·   lobflows runs show {run_id[:8]} --data   ·   lobflows dlq list",
+            highlight=False,
+        )
+    return code
+
+
+async def _show_outcome(settings: Settings, run_id: str, console: Console) -> int:
+    store = RunStore(settings.database_url)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        run = await store.get_run(run_id)
+        while not run.is_terminal and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            run = await store.get_run(run_id)
+        views.print_run(console, run, await store.attempts(run_id), with_data=False)
+    finally:
+        await store.close()
+    async with httpx.AsyncClient() as client:
+        employees = (await client.get(f"http://127.0.0.1:{ERPNEXT_PORT}/__standin__/docs/Employee")).json()
+        mails = (await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/mail/messages")).json()
+        chats = (await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/messages")).json()
+    if employees:
+        e = employees[-1]
+        console.print(f"ERPNext stand-in: Employee {e['name']} {e.get('employee_name')} joins {e.get('date_of_joining')}", highlight=False)
+    for mail in mails[-1:]:
+        console.print(f"Mailbox: {mail.get('subject')!r} to {mail.get('to')}", highlight=False)
+    for chat in chats[-1:]:
+        console.print(f"Chat: {json.dumps(chat.get('payload', chat).get('text'))}", highlight=False)
+    return 0 if run.status == "succeeded" else 1
+
+

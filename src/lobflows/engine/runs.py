@@ -1,0 +1,270 @@
+"""Executing runs: one step after another, each journaled before the next begins.
+
+A run's progress lives in the journal (the step attempts in the run store),
+not in memory. Executing a run replays the journal: steps that succeeded
+contribute their stored output and are not called again; the first step
+without a success is executed. So a run resumed after a crash, a retry or a
+replay from the dead letter queue continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lobflows import errors
+from lobflows.connectors import base as connectors
+from lobflows.engine import retry as retry_policy
+from lobflows.secrets import redactor
+from lobflows.spec import models
+from lobflows.spec.loader import LoadedFlow, Project
+from lobflows.store import RunRecord, RunStore
+from lobflows.transform import mapping, templates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a run left the engine: finished, waiting for a retry, or dead-lettered."""
+
+    status: str
+    next_attempt_at: float | None = None
+
+
+class _Stop(Exception):
+    """Internal: the run cannot go on in this pass (retry scheduled or dead letter)."""
+
+    def __init__(self, outcome: StepOutcome) -> None:
+        self.outcome = outcome
+
+
+@dataclass
+class _Pass:
+    """One pass of execution over a run: its record, flow and growing context."""
+
+    run: RunRecord
+    flow: models.Flow
+    completed: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Starts runs and executes them against the run store and the connections."""
+
+    def __init__(self, *, store: RunStore, project: Project, connections: dict[str, connectors.Connector], owner: str, lease_seconds: float = 30.0) -> None:
+        self.store = store
+        self.project = project
+        self.connections = connections
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._versions: dict[str, int] = {}
+        self._flows_by_version: dict[int, models.Flow] = {}
+        self._responses: dict[str, asyncio.Future[Any]] = {}
+        self.on_retry_scheduled: list[Any] = []
+
+    async def register_flows(self) -> None:
+        """Store the current version of every flow; unchanged flows keep their version."""
+        for loaded in self.project.flows.values():
+            version_id, version = await self.store.register_flow_version(flow=loaded.name, digest=loaded.digest, definition=loaded.document)
+            self._versions[loaded.name] = version_id
+            self._flows_by_version[version_id] = loaded.spec
+            log.debug("Flow loaded", extra={"event": "flow_loaded", "flow": loaded.name, "version": version})
+
+    def flow(self, name: str) -> LoadedFlow:
+        try:
+            return self.project.flows[name]
+        except KeyError:
+            known = ", ".join(sorted(self.project.flows)) or "none"
+            raise errors.RunNotFoundError(f"no flow named {name!r}; loaded flows: {known}") from None
+
+    async def start_run(self, flow: str, *, input: Any, trigger: str, trigger_data: Any = None, dedupe_key: str | None = None, claim: bool = False) -> tuple[RunRecord, bool]:
+        """Store a new run (durably, before returning); a seen dedupe key gives the original run."""
+        self.flow(flow)
+        run, created = await self.store.create_run(
+            flow=flow,
+            flow_version_id=self._versions[flow],
+            input=input,
+            trigger=trigger,
+            trigger_data=trigger_data,
+            dedupe_key=dedupe_key,
+            lease_owner=self.owner if claim else None,
+            lease_seconds=self.lease_seconds,
+        )
+        if created:
+            log.info("Run started", extra={"event": "run_started", "run_id": run.id, "flow": flow, "trigger": trigger})
+        else:
+            log.info("Duplicate trigger resolved to its run", extra={"event": "run_deduplicated", "run_id": run.id, "flow": flow})
+        return run, created
+
+    # -- synchronous replies --------------------------------------------
+
+    def expect_response(self, run_id: str) -> asyncio.Future[Any]:
+        future = self._responses.get(run_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._responses[run_id] = future
+        return future
+
+    def forget_response(self, run_id: str) -> None:
+        self._responses.pop(run_id, None)
+
+    def _answer(self, run_id: str, response: Any) -> None:
+        future = self._responses.pop(run_id, None)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    # -- execution ------------------------------------------------------
+
+    async def execute(self, run: RunRecord) -> StepOutcome:
+        """Run the steps that have not succeeded yet, until the end, a retry or a dead letter."""
+        flow = await self._flow_of(run)
+        completed = await self.store.completed_steps(run.id)
+        context = {"input": run.input, "trigger": run.trigger_data or {}, "steps": dict(completed), "run": {"id": run.id, "flow": run.flow}}
+        state = _Pass(run=run, flow=flow, completed=completed, context=context)
+        if completed:
+            log.info("Run resumed", extra={"event": "run_resumed", "run_id": run.id, "flow": run.flow, "completed_steps": len(completed)})
+        try:
+            await self._run_block(state, flow.steps)
+        except _Stop as stop:
+            if stop.outcome.status == "failed":
+                self._answer(run.id, None)
+            return stop.outcome
+        await self.store.finish_run(run.id)
+        self._answer(run.id, None)
+        log.info("Run succeeded", extra={"event": "run_succeeded", "run_id": run.id, "flow": run.flow, "seconds": round(time.time() - run.created_at, 4)})
+        return StepOutcome("succeeded")
+
+    async def _flow_of(self, run: RunRecord) -> models.Flow:
+        # A run keeps the flow version it started with, even after a redeploy.
+        flow = self._flows_by_version.get(run.flow_version_id)
+        if flow is None:
+            definition = await self.store.flow_definition(run.flow_version_id)
+            flow = models.Flow.model_validate(definition)
+            self._flows_by_version[run.flow_version_id] = flow
+        return flow
+
+    async def _run_block(self, state: _Pass, steps: list[Any]) -> None:
+        for step in steps:
+            if step.id in state.completed:
+                await self._run_block(state, self._chosen_block(step, state.completed[step.id]))
+                continue
+            output = await self._run_step(state, step)
+            await self._run_block(state, self._chosen_block(step, output))
+
+    @staticmethod
+    def _chosen_block(step: Any, output: Any) -> list[Any]:
+        if not isinstance(step, models.IfStep | models.SwitchStep) or not isinstance(output, dict):
+            return []
+        blocks = dict(models.child_blocks(step))
+        return blocks.get(output.get("branch"), [])
+
+    async def _run_step(self, state: _Pass, step: Any) -> Any:
+        run = state.run
+        attempt = run.current_attempts + 1 if run.current_step == step.id else 1
+        started_at = time.time()
+        step_input: Any = None
+        ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
+        try:
+            step_input = self._step_input(state, step)
+            output = await self._perform(state, step, step_input, attempt)
+        except errors.LobflowsError as exc:
+            raise await self._fail(state, step, exc, attempt=attempt, step_input=step_input, started_at=started_at) from None
+        except Exception as exc:
+            # A defect in a connector or a custom step, not in the data: it is
+            # logged with its traceback once and parks the run for a person.
+            log.exception("Step raised an unexpected error", extra={"event": "step_crashed", **ids})
+            failure = errors.RunError(f"step {step.id!r} raised {type(exc).__name__}: {exc}")
+            raise await self._fail(state, step, failure, attempt=attempt, step_input=step_input, started_at=started_at) from None
+        response = output if isinstance(step, models.RespondStep) else None
+        await self.store.record_success(run_id=run.id, step=step.id, attempt=attempt, input=redactor.redact_data(step_input), output=redactor.redact_data(output), started_at=started_at, response=response)
+        if response is not None:
+            self._answer(run.id, response)
+        state.completed[step.id] = output
+        state.context["steps"][step.id] = output
+        log.info("Step succeeded", extra={"event": "step_succeeded", **ids, "seconds": round(time.time() - started_at, 4)})
+        return output
+
+    def _step_input(self, state: _Pass, step: Any) -> Any:
+        overrides = state.run.overrides or {}
+        if step.id in overrides:
+            return overrides[step.id]
+        if isinstance(step, models.CallStep):
+            return self._render(step, step.with_, state.context)
+        if isinstance(step, models.RespondStep):
+            return self._render(step, step.respond.model_dump(), state.context)
+        return None
+
+    def _render(self, step: Any, value: Any, context: dict[str, Any]) -> Any:
+        try:
+            return templates.render_value(value, context)
+        except errors.TemplateError as exc:
+            raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+
+    async def _perform(self, state: _Pass, step: Any, step_input: Any, attempt: int) -> Any:
+        if isinstance(step, models.MapStep):
+            try:
+                return mapping.apply_mapping(step.map, state.context)
+            except errors.StepInputError as exc:
+                raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+        if isinstance(step, models.CallStep):
+            return await self._call(state, step, step_input, attempt)
+        if isinstance(step, models.IfStep):
+            holds = self._condition(step, step.if_, state.context)
+            return {"branch": "then" if holds else "else"}
+        if isinstance(step, models.SwitchStep):
+            value = self._value(step, step.switch, state.context)
+            key = f"case:{value}"
+            return {"branch": key if str(value) in step.cases else "default", "value": value}
+        if isinstance(step, models.RespondStep):
+            return step_input
+        raise errors.DefinitionError(f"step {step.id!r} has an unknown kind")
+
+    def _condition(self, step: Any, source: str, context: dict[str, Any]) -> bool:
+        try:
+            return templates.evaluate_condition(source, context)
+        except errors.TemplateError as exc:
+            raise errors.StepInputError(f"step {step.id!r}: condition {source!r}: {exc}", step=step.id) from None
+
+    def _value(self, step: Any, source: str, context: dict[str, Any]) -> Any:
+        try:
+            return templates.compile_condition(source).render(context)
+        except errors.TemplateError as exc:
+            raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+
+    async def _call(self, state: _Pass, step: models.CallStep, params: Any, attempt: int) -> Any:
+        connection_name, action = step.call.split(".", 1)
+        connector = self.connections.get(connection_name)
+        if connector is None:
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise errors.StepInputError(f"step {step.id!r}: no connection named {connection_name!r}; declared: {known}", step=step.id)
+        if not isinstance(params, dict):
+            raise errors.StepInputError(f"step {step.id!r}: input must be a mapping of parameters", step=step.id)
+        context = connectors.CallContext(run_id=state.run.id, flow=state.run.flow, step=step.id, attempt=attempt, timeout_seconds=step.timeout_seconds)
+        try:
+            return await asyncio.wait_for(connector.call(action, params, context), timeout=step.timeout_seconds)
+        except TimeoutError:
+            raise errors.TransportError(f"step {step.id!r}: {step.call} took longer than {step.timeout_seconds} s") from None
+
+    async def _fail(self, state: _Pass, step: Any, exc: errors.LobflowsError, *, attempt: int, step_input: Any, started_at: float) -> _Stop:
+        """Journal a failed attempt: schedule a retry or dead-letter the run."""
+        run = state.run
+        policy = (step.retry if isinstance(step, models.CallStep) else None) or state.flow.retry
+        message = redactor.redact(f"{exc}")
+        ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
+        safe_input = redactor.redact_data(step_input)
+        if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
+            delay = retry_policy.delay_seconds(policy, failed_attempt=attempt, retry_after_seconds=exc.retry_after_seconds)
+            next_at = time.time() + delay
+            await self.store.record_retry(run_id=run.id, step=step.id, attempt=attempt, input=safe_input, error=message, started_at=started_at, next_attempt_at=next_at)
+            log.info("Step failed; retry scheduled", extra={"event": "step_retry_scheduled", **ids, "delay_seconds": round(delay, 3), "error": message})
+            for callback in self.on_retry_scheduled:
+                callback(next_at)
+            return _Stop(StepOutcome("queued", next_attempt_at=next_at))
+        letter = await self.store.record_dead_letter(run_id=run.id, flow=run.flow, step=step.id, attempt=attempt, input=safe_input, error=message, retryable=exc.retryable, started_at=started_at)
+        reason = "retries exhausted" if exc.retryable else "permanent error"
+        log.warning("Run moved to the dead letter queue", extra={"event": "run_dead_lettered", **ids, "dead_letter": letter, "reason": reason, "error": message})
+        return _Stop(StepOutcome("failed"))

@@ -1,0 +1,142 @@
+"""Long-running processes: the server (web and worker), a worker alone, one run by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from lobflows.cli import views
+from lobflows.runtime import Runtime
+from lobflows.settings import Settings
+from lobflows.store import retention
+
+log = logging.getLogger(__name__)
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+async def serve(
+    settings: Settings,
+    flows_dir: Path,
+    *,
+    host: str,
+    port: int,
+    with_worker: bool = True,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve HTTP (and execute runs, unless with_worker is false) until stopped.
+
+    `started` is set once the port accepts connections; setting `stop` shuts
+    the server down as SIGINT or SIGTERM would.
+    """
+    from lobflows.web.app import create_app
+
+    runtime = await Runtime.open(settings, flows_dir)
+    app = create_app(runtime, has_local_worker=with_worker)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", http="httptools", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    background = _background(runtime, with_worker)
+    log.info("Server listening", extra={"event": "server_started", "url": f"http://{host}:{port}", "flows": len(runtime.engine.project.flows), "worker": with_worker})
+    if started is not None or stop is not None:
+        background.append(asyncio.create_task(_watch(server, started, stop)))
+    try:
+        await server.serve()
+    finally:
+        runtime.worker.stop()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await runtime.close()
+
+
+async def _watch(server: uvicorn.Server, started: asyncio.Event | None, stop: asyncio.Event | None) -> None:
+    while not server.started:
+        await asyncio.sleep(0.02)
+    if started is not None:
+        started.set()
+    if stop is not None:
+        await stop.wait()
+        server.should_exit = True
+
+
+def _background(runtime: Runtime, with_worker: bool) -> list[asyncio.Task[Any]]:
+    if not with_worker:
+        return []
+    return [asyncio.create_task(runtime.worker.run()), asyncio.create_task(_prune_periodically(runtime))]
+
+
+async def _prune_periodically(runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+        try:
+            await retention.prune(runtime.store)
+        except Exception:
+            log.exception("Pruning failed", extra={"event": "prune_failed"})
+
+
+async def work(settings: Settings, flows_dir: Path) -> None:
+    """Run a worker until SIGINT or SIGTERM; its runs are handed back on the way out."""
+    runtime = await Runtime.open(settings, flows_dir)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, runtime.worker.stop)
+    try:
+        await asyncio.gather(runtime.worker.run(), _prune_periodically_until(runtime))
+    finally:
+        await runtime.close()
+
+
+async def _prune_periodically_until(runtime: Runtime) -> None:
+    task = asyncio.create_task(_prune_periodically(runtime))
+    while not runtime.worker._stopping.is_set():
+        await asyncio.sleep(0.5)
+    task.cancel()
+
+
+async def run_once(settings: Settings, flows_dir: Path, flow: str, data: Any, *, wait: bool, console: Console) -> int:
+    """Start a run by hand; execute it here unless asked not to. Returns an exit code."""
+    runtime = await Runtime.open(settings, flows_dir)
+    try:
+        run, _ = await runtime.engine.start_run(flow, input=data, trigger="manual", claim=wait)
+        if not wait:
+            console.print(f"Run {run.id} stored; a worker will execute it.", highlight=False)
+            return 0
+        return await _execute_until_settled(runtime, run.id, console)
+    finally:
+        await runtime.close()
+
+
+async def resume(settings: Settings, flows_dir: Path, run_id: str, *, console: Console) -> int:
+    """Execute a queued run here (after a replay), waiting out its retries."""
+    runtime = await Runtime.open(settings, flows_dir)
+    try:
+        return await _execute_until_settled(runtime, run_id, console)
+    finally:
+        await runtime.close()
+
+
+async def _execute_until_settled(runtime: Runtime, run_id: str, console: Console) -> int:
+    store, engine = runtime.store, runtime.engine
+    run = await store.get_run(run_id)
+    while not run.is_terminal:
+        delay = run.due_at - time.time()
+        if delay > 0:
+            console.print(f"[dim]waiting {delay:.1f} s for the next attempt of {run.current_step}…[/]", highlight=False)
+            await asyncio.sleep(delay)
+        claimed = await store.claim_run(run_id, owner=engine.owner, lease_seconds=engine.lease_seconds)
+        if claimed is None:
+            await asyncio.sleep(0.2)  # another worker holds it
+        else:
+            await engine.execute(claimed)
+        run = await store.get_run(run_id)
+    views.print_run(console, run, await store.attempts(run_id), with_data=False)
+    return 0 if run.status == "succeeded" else 1

@@ -1,0 +1,263 @@
+"""The models of a flow file: card, trigger, steps and their policies.
+
+A flow reads top to bottom: its card (the answers to "what, from where, to
+where, what if it fails, who owns it"), the trigger that starts it, and the
+steps it runs. Everything is parsed once, at load, into frozen models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+STEP_KINDS = ("map", "call", "if", "switch", "respond")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class CardData(Model):
+    """What data the flow moves."""
+
+    entity: str = Field(min_length=1, description="What the records are, e.g. employee.")
+    sensitivity: Literal["public", "internal", "confidential", "pii", "secret"] = Field(
+        description="How sensitive the data is; pii and secret data is masked in views."
+    )
+    volume: str | None = Field(default=None, description="Expected volume, e.g. ~20/day.")
+
+
+class Card(Model):
+    """The answers every integration must give before it may run."""
+
+    trigger: str = Field(min_length=1, description="What starts a run, in words.")
+    data: CardData
+    transform: str = Field(min_length=1, description="How the data is changed on the way.")
+    target: str = Field(min_length=1, description="Which systems receive the data.")
+    on_failure: str = Field(min_length=1, description="Retry, dead letter and alert policy.")
+    owner: str = Field(min_length=1, description="Who maintains the flow (a team address).")
+
+
+class Signature(Model):
+    """HMAC-SHA256 signature check of a webhook body."""
+
+    secret: str = Field(description="Name of the secret holding the shared key.")
+    header: str = Field(default="X-Signature-256", description="Header carrying the signature.")
+    prefix: str = Field(default="sha256=", description="Text before the hex digest.")
+
+
+class WebhookTrigger(Model):
+    """An HTTP POST to a path starts a run."""
+
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path, e.g. /hooks/hire.")
+    signature: Signature | None = None
+    dedupe: str | None = Field(
+        default=None,
+        description="Template over `body` and `headers`; one run per distinct value.",
+    )
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
+    mode: Literal["async", "sync"] = Field(
+        default="async",
+        description="async answers 202 once stored; sync waits for the respond step.",
+    )
+    sync_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
+class Trigger(Model):
+    """What starts a run. Every flow can also be started by hand."""
+
+    webhook: WebhookTrigger | None = None
+    manual: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Trigger:
+        kinds = [k for k in ("webhook", "manual") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("expected exactly one of: webhook, manual")
+        return self
+
+
+class RetryPolicy(Model):
+    """How often and how patiently a failing step is tried again."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100, description="Tries in all, the first included.")
+    initial_delay_seconds: float = Field(default=1.0, ge=0, description="Delay cap of the first retry.")
+    max_delay_seconds: float = Field(default=300.0, ge=0, description="No delay is longer.")
+    multiplier: float = Field(default=2.0, ge=1, description="Growth of the delay cap per retry.")
+
+
+class FieldRule(Model):
+    """One target field of a mapping: where it comes from and how gaps are handled."""
+
+    value: str | None = Field(default=None, description="Template producing the value.")
+    from_: str | None = Field(default=None, alias="from", description="Dotted path into the run data.")
+    on_missing: Literal["error", "skip", "null", "default"] = Field(
+        default="error", description="When the source is absent."
+    )
+    on_null: Literal["keep", "null", "error", "skip", "default"] = Field(
+        default="keep", description="When the source is present but null or empty."
+    )
+    default: Any = Field(default=None, description="Used by the default policies.")
+
+    @field_validator("on_missing", "on_null", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: Any) -> Any:
+        # `on_missing: null` in YAML arrives as None; it means the policy "null".
+        return "null" if value is None else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldRule:
+        if (self.value is None) == (self.from_ is None):
+            raise ValueError("expected exactly one of: value, from")
+        return self
+
+
+class StepBase(Model):
+    id: str | None = Field(default=None, pattern=NAME_PATTERN, description="Unique step name.")
+    description: str | None = None
+
+
+class MapStep(StepBase):
+    """Builds a new record, field by field."""
+
+    map: dict[str, str | FieldRule] = Field(min_length=1)
+
+
+class CallStep(StepBase):
+    """Calls an action of a connection."""
+
+    call: str = Field(pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    retry: RetryPolicy | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class IfStep(StepBase):
+    """Runs `then` when a condition holds, else `else`."""
+
+    if_: str = Field(alias="if", description="Condition, e.g. input.manager is defined")
+    then: list[Step] = Field(default_factory=list)
+    else_: list[Step] = Field(default_factory=list, alias="else")
+
+
+class SwitchStep(StepBase):
+    """Runs the steps of the case whose key equals the value."""
+
+    switch: str = Field(description="Expression whose value picks the case.")
+    cases: dict[str, list[Step]] = Field(min_length=1)
+    default: list[Step] = Field(default_factory=list)
+
+
+class Response(Model):
+    status: int = Field(default=200, ge=100, le=599)
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RespondStep(StepBase):
+    """Sets the reply a synchronous webhook caller receives."""
+
+    respond: Response
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in STEP_KINDS:
+            if kind in value:
+                return kind
+        return None
+    if isinstance(value, StepBase):
+        return _KIND_OF_CLASS[type(value)]
+    return None
+
+
+Step = Annotated[
+    Annotated[MapStep, Tag("map")]
+    | Annotated[CallStep, Tag("call")]
+    | Annotated[IfStep, Tag("if")]
+    | Annotated[SwitchStep, Tag("switch")]
+    | Annotated[RespondStep, Tag("respond")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="expected a step with one of: " + ", ".join(STEP_KINDS),
+    ),
+]
+
+_KIND_OF_CLASS: dict[type, str] = {
+    MapStep: "map",
+    CallStep: "call",
+    IfStep: "if",
+    SwitchStep: "switch",
+    RespondStep: "respond",
+}
+
+
+class Flow(Model):
+    """A named flow: card, trigger and steps."""
+
+    flow: str = Field(pattern=NAME_PATTERN, description="The flow's name.")
+    version: int | None = Field(default=None, ge=1, description="Author's version label.")
+    description: str | None = None
+    card: Card
+    trigger: Trigger
+    steps: list[Step] = Field(min_length=1)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Default for call steps.")
+    retention_days: float = Field(default=30, gt=0, description="Finished runs are pruned after.")
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_ids(cls, steps: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for step in walk_steps(steps):
+            if step.id is None:
+                continue
+            if step.id in seen:
+                raise ValueError(f"step id {step.id!r} is used twice")
+            seen.add(step.id)
+        return steps
+
+
+def step_kind(step: StepBase) -> str:
+    """The kind of a step: map, call, if, switch or respond."""
+    return _KIND_OF_CLASS[type(step)]
+
+
+def child_blocks(step: StepBase) -> list[tuple[str, list[Any]]]:
+    """The nested step lists of a branching step, named by branch."""
+    if isinstance(step, IfStep):
+        return [("then", step.then), ("else", step.else_)]
+    if isinstance(step, SwitchStep):
+        blocks = [(f"case:{key}", steps) for key, steps in step.cases.items()]
+        return [*blocks, ("default", step.default)]
+    return []
+
+
+def walk_steps(steps: list[Any]) -> list[Any]:
+    """Every step, nested ones included, in document order."""
+    found: list[Any] = []
+    for step in steps:
+        found.append(step)
+        for _, block in child_blocks(step):
+            found.extend(walk_steps(block))
+    return found
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+IfStep.model_rebuild()
+SwitchStep.model_rebuild()
+Flow.model_rebuild()

@@ -1,0 +1,538 @@
+"""The run store's operations. Every method is one short transaction.
+
+SQLite is used through a single connection, so writes never contend and
+"database is locked" cannot happen inside one process; WAL mode lets other
+processes (the CLI) read meanwhile. PostgreSQL uses a pool, and workers claim
+due runs with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from lobflows import errors
+from lobflows.store import tables
+
+DEFAULT_STEP_DATA_BUDGET_BYTES = 65_536
+CUT_MARKER = "_lobflows_cut"
+_MIGRATIONS = str(Path(__file__).with_name("migrations"))
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def database_url(url: str) -> str:
+    """Pick the async driver for a plain database URL."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    flow: str
+    flow_version_id: int
+    status: str
+    trigger: str
+    input: Any
+    trigger_data: Any
+    overrides: dict[str, Any] | None
+    response: Any
+    error: str | None
+    current_step: str | None
+    current_attempts: int
+    due_at: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    dedupe_key: str | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    step: str
+    attempt: int
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    retryable: bool | None
+    started_at: float
+    finished_at: float
+    next_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    run_id: str
+    flow: str
+    step: str
+    error: str
+    step_input: Any
+    status: str
+    created_at: float
+    resolved_at: float | None
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def cut_to_budget(value: Any, budget_bytes: int) -> Any:
+    """Keep step data within the budget; larger data is replaced by a visible marker."""
+    if value is None:
+        return None
+    encoded = json.dumps(value, default=str)
+    if len(encoded) <= budget_bytes:
+        return value
+    return {CUT_MARKER: True, "bytes": len(encoded), "preview": encoded[:512]}
+
+
+def is_cut(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(CUT_MARKER) is True
+
+
+class RunStore:
+    """Durable state of every run, shared by all workers of one installation."""
+
+    def __init__(self, url: str, *, step_data_budget_bytes: int = DEFAULT_STEP_DATA_BUDGET_BYTES) -> None:
+        self.url = database_url(url)
+        self.step_data_budget_bytes = step_data_budget_bytes
+        self.engine = _create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest version."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    # -- flow versions -------------------------------------------------
+
+    async def register_flow_version(self, *, flow: str, digest: str, definition: dict[str, Any]) -> tuple[int, int]:
+        """Store a flow definition once per distinct content; return (id, version)."""
+        t = tables.flow_versions
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(t.c.id, t.c.version).where(t.c.flow == flow, t.c.digest == digest))).first()
+            if row is not None:
+                return row.id, row.version
+            latest = (await conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.flow == flow))).scalar()
+            version = (latest or 0) + 1
+            result = await conn.execute(
+                t.insert().values(flow=flow, version=version, digest=digest, definition=definition, created_at=time.time()).returning(t.c.id)
+            )
+            return result.scalar_one(), version
+
+    async def flow_definition(self, flow_version_id: int) -> dict[str, Any]:
+        t = tables.flow_versions
+        async with self.engine.connect() as conn:
+            definition = (await conn.execute(sa.select(t.c.definition).where(t.c.id == flow_version_id))).scalar()
+        if definition is None:
+            raise errors.StoreError(f"flow version {flow_version_id} is not in the store")
+        return dict(definition)
+
+    # -- starting runs ---------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        flow: str,
+        flow_version_id: int,
+        input: Any,
+        trigger: str,
+        trigger_data: Any = None,
+        dedupe_key: str | None = None,
+        lease_owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> tuple[RunRecord, bool]:
+        """Store a new run; with a dedupe key already seen, return the original run.
+
+        Returns the run and whether it was created now. A run created with a
+        lease owner starts out claimed by that worker.
+        """
+        now = time.time()
+        run_id = new_run_id()
+        values = {
+            "id": run_id,
+            "flow": flow,
+            "flow_version_id": flow_version_id,
+            "status": "running" if lease_owner else "queued",
+            "trigger": trigger,
+            "dedupe_key": dedupe_key,
+            "input": input,
+            "trigger_data": trigger_data,
+            "due_at": now,
+            "lease_owner": lease_owner,
+            "lease_expires_at": now + lease_seconds if lease_owner else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(tables.runs.insert().values(**values))
+        except IntegrityError:
+            if dedupe_key is None:
+                raise
+            existing = await self._run_by_dedupe_key(flow, dedupe_key)
+            if existing is None:
+                raise
+            return await self.get_run(existing), False
+        record = {name: values.get(name) for name in RunRecord.__dataclass_fields__}
+        return RunRecord(**{**record, "current_attempts": 0}), True
+
+    async def _run_by_dedupe_key(self, flow: str, dedupe_key: str) -> str | None:
+        r = tables.runs
+        async with self.engine.connect() as conn:
+            query = sa.select(r.c.id).where(r.c.flow == flow, r.c.dedupe_key == dedupe_key)
+            return (await conn.execute(query)).scalar()
+
+    # -- claiming work ---------------------------------------------------
+
+    async def claim_runs(self, *, owner: str, limit: int, lease_seconds: float) -> list[RunRecord]:
+        """Lease due queued runs, and running runs whose lease ran out."""
+        r = tables.runs
+        now = time.time()
+        due = sa.or_(
+            sa.and_(r.c.status == "queued", r.c.due_at <= now),
+            sa.and_(r.c.status == "running", r.c.lease_expires_at < now),
+        )
+        candidates = sa.select(r.c.id).where(due).order_by(r.c.due_at).limit(limit)
+        if not self.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(candidates)).scalars())
+            if not ids:
+                return []
+            await conn.execute(
+                r.update()
+                .where(r.c.id.in_(ids))
+                .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
+            )
+            rows = (await conn.execute(sa.select(r).where(r.c.id.in_(ids)))).all()
+        return [_run_record(row) for row in rows]
+
+    async def claim_run(self, run_id: str, *, owner: str, lease_seconds: float) -> RunRecord | None:
+        """Lease one run if it is due, already ours, or its lease ran out."""
+        r = tables.runs
+        now = time.time()
+        claimable = sa.or_(
+            sa.and_(r.c.status == "queued", r.c.due_at <= now),
+            sa.and_(r.c.status == "running", sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now)),
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                r.update()
+                .where(r.c.id == run_id, claimable)
+                .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
+            )
+            if result.rowcount != 1:
+                return None
+            row = (await conn.execute(sa.select(r).where(r.c.id == run_id))).one()
+        return _run_record(row)
+
+    async def renew_leases(self, *, owner: str, lease_seconds: float) -> int:
+        r = tables.runs
+        now = time.time()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                r.update()
+                .where(r.c.lease_owner == owner, r.c.status == "running")
+                .values(lease_expires_at=now + lease_seconds)
+            )
+        return result.rowcount
+
+    async def release_leases(self, *, owner: str) -> None:
+        """Hand a stopping worker's runs back at once instead of when the lease ends."""
+        r = tables.runs
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                r.update()
+                .where(r.c.lease_owner == owner, r.c.status == "running")
+                .values(status="queued", lease_owner=None, lease_expires_at=None, due_at=time.time())
+            )
+
+    # -- journaling steps ------------------------------------------------
+
+    async def completed_steps(self, run_id: str) -> dict[str, Any]:
+        """The output of every step that succeeded in this run, by step id."""
+        a = tables.step_attempts
+        query = sa.select(a.c.step, a.c.output).where(a.c.run_id == run_id, a.c.status == "succeeded").order_by(a.c.id)
+        async with self.engine.connect() as conn:
+            return {row.step: row.output for row in await conn.execute(query)}
+
+    async def record_success(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        attempt: int,
+        input: Any,
+        output: Any,
+        started_at: float,
+        response: Any = None,
+    ) -> None:
+        """Journal a succeeded step; the run's attempt counter starts over."""
+        now = time.time()
+        run_values: dict[str, Any] = {"current_step": None, "current_attempts": 0, "updated_at": now}
+        if response is not None:
+            run_values["response"] = response
+        async with self.engine.begin() as conn:
+            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="succeeded", input=input, output=output, started_at=started_at, finished_at=now)
+            await conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values))
+
+    async def record_retry(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        attempt: int,
+        input: Any,
+        error: str,
+        started_at: float,
+        next_attempt_at: float,
+    ) -> None:
+        """Journal a failed attempt and put the run back in the queue for later."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="failed", input=input, error=error, retryable=True, started_at=started_at, finished_at=now, next_attempt_at=next_attempt_at)
+            await conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == run_id)
+                .values(status="queued", current_step=step, current_attempts=attempt, due_at=next_attempt_at, lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+
+    async def record_dead_letter(
+        self,
+        *,
+        run_id: str,
+        flow: str,
+        step: str,
+        attempt: int,
+        input: Any,
+        error: str,
+        retryable: bool,
+        started_at: float,
+    ) -> int:
+        """Journal the last attempt, fail the run and park it in the dead letter queue."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="dead", input=input, error=error, retryable=retryable, started_at=started_at, finished_at=now)
+            await conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == run_id)
+                .values(status="failed", error=error, current_step=step, current_attempts=attempt, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
+            )
+            result = await conn.execute(
+                tables.dead_letters.insert()
+                .values(run_id=run_id, flow=flow, step=step, error=error, step_input=self._cut(input), status="open", created_at=now)
+                .returning(tables.dead_letters.c.id)
+            )
+            return result.scalar_one()
+
+    async def finish_run(self, run_id: str) -> None:
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == run_id)
+                .values(status="succeeded", error=None, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
+            )
+
+    async def _insert_attempt(self, conn: AsyncConnection, **values: Any) -> None:
+        values["input"] = self._cut(values.get("input"))
+        values["output"] = self._cut(values.get("output"))
+        await conn.execute(tables.step_attempts.insert().values(**values))
+
+    def _cut(self, value: Any) -> Any:
+        return cut_to_budget(value, self.step_data_budget_bytes)
+
+    # -- reading ---------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        r = tables.runs
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(r).where(r.c.id == run_id))).first()
+        if row is None:
+            raise errors.RunNotFoundError(f"no run with id {run_id!r}", run_id=run_id)
+        return _run_record(row)
+
+    async def find_run(self, prefix: str) -> RunRecord:
+        """A run by its id or an unambiguous prefix of at least six characters."""
+        if len(prefix) >= 32:
+            return await self.get_run(prefix)
+        if len(prefix) < 6:
+            raise errors.RunNotFoundError(f"run id {prefix!r} is too short: give at least 6 characters")
+        r = tables.runs
+        async with self.engine.connect() as conn:
+            ids = list((await conn.execute(sa.select(r.c.id).where(r.c.id.like(prefix + "%")).limit(2))).scalars())
+        if len(ids) != 1:
+            found = "no run" if not ids else "more than one run"
+            raise errors.RunNotFoundError(f"{found} matches {prefix!r}")
+        return await self.get_run(ids[0])
+
+    async def list_runs(self, *, flow: str | None = None, status: str | None = None, limit: int = 50) -> list[RunRecord]:
+        r = tables.runs
+        query = sa.select(r).order_by(r.c.created_at.desc()).limit(limit)
+        if flow:
+            query = query.where(r.c.flow == flow)
+        if status:
+            query = query.where(r.c.status == status)
+        async with self.engine.connect() as conn:
+            return [_run_record(row) for row in await conn.execute(query)]
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        a = tables.step_attempts
+        query = sa.select(a).where(a.c.run_id == run_id).order_by(a.c.id)
+        async with self.engine.connect() as conn:
+            return [_attempt(row) for row in await conn.execute(query)]
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        r = tables.runs
+        query = sa.select(sa.func.count()).select_from(r)
+        if status:
+            query = query.where(r.c.status == status)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    # -- dead letters ----------------------------------------------------
+
+    async def dead_letters(self, *, status: str | None = "open", limit: int = 100) -> list[DeadLetter]:
+        d = tables.dead_letters
+        query = sa.select(d).order_by(d.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(d.c.status == status)
+        async with self.engine.connect() as conn:
+            return [DeadLetter(**row._mapping) for row in await conn.execute(query)]
+
+    async def dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        d = tables.dead_letters
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(d).where(d.c.id == dead_letter_id))).first()
+        if row is None:
+            raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
+        return DeadLetter(**row._mapping)
+
+    async def replay_dead_letter(self, dead_letter_id: int, *, corrected_input: Any = None) -> str:
+        """Queue the run again from its failed step, optionally with a corrected step input."""
+        letter = await self.dead_letter(dead_letter_id)
+        if letter.status != "open":
+            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
+        run = await self.get_run(letter.run_id)
+        overrides = dict(run.overrides or {})
+        if corrected_input is not None:
+            overrides[letter.step] = corrected_input
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tables.dead_letters.update().where(tables.dead_letters.c.id == dead_letter_id).values(status="replayed", resolved_at=now)
+            )
+            await conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == letter.run_id)
+                .values(status="queued", error=None, overrides=overrides or None, current_attempts=0, due_at=now, finished_at=None, updated_at=now)
+            )
+        return letter.run_id
+
+    async def discard_dead_letter(self, dead_letter_id: int) -> None:
+        letter = await self.dead_letter(dead_letter_id)
+        if letter.status != "open":
+            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tables.dead_letters.update().where(tables.dead_letters.c.id == dead_letter_id).values(status="discarded", resolved_at=time.time())
+            )
+
+    # -- retention -------------------------------------------------------
+
+    async def prune_batch(self, *, flow: str, older_than: float, batch_size: int) -> int:
+        """Delete one batch of finished runs of a flow; open dead letters are kept."""
+        r, d = tables.runs, tables.dead_letters
+        open_letters = sa.select(d.c.run_id).where(d.c.status == "open")
+        victims = (
+            sa.select(r.c.id)
+            .where(r.c.flow == flow, r.c.finished_at < older_than, r.c.id.not_in(open_letters))
+            .limit(batch_size)
+        )
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(victims)).scalars())
+            if not ids:
+                return 0
+            # Children first: SQLite enforces cascades only with the pragma on.
+            for child in (tables.step_attempts, tables.timers, tables.dead_letters):
+                await conn.execute(child.delete().where(child.c.run_id.in_(ids)))
+            await conn.execute(r.delete().where(r.c.id.in_(ids)))
+        return len(ids)
+
+    async def release_free_pages(self, *, pages: int = 2000) -> None:
+        """Give deleted space back to the file system (SQLite), a few pages at a time."""
+        if not self.is_sqlite:
+            return
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages)})")
+            await conn.commit()
+
+    async def free_pages(self) -> int:
+        if not self.is_sqlite:
+            return 0
+        async with self.engine.connect() as conn:
+            return int((await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one())
+
+
+def _create_engine(url: str) -> AsyncEngine:
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # auto_vacuum only takes effect on a database that has no tables yet,
+    # which is the case when the store creates the file.
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: an acknowledged trigger survives a power cut (fsync per commit).
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _run_record(row: sa.Row[Any]) -> RunRecord:
+    m = row._mapping
+    return RunRecord(**{name: m[name] for name in RunRecord.__dataclass_fields__})
+
+
+def _attempt(row: sa.Row[Any]) -> Attempt:
+    m = row._mapping
+    return Attempt(**{name: m[name] for name in Attempt.__dataclass_fields__})

@@ -1,0 +1,108 @@
+"""The run store's tables. Times are seconds since the epoch (UTC), as floats."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Time = sa.Float(precision=53)
+
+flow_versions = sa.Table(
+    "flow_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("flow", "digest"),
+    sa.UniqueConstraint("flow", "version"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("flow_version_id", sa.Integer, sa.ForeignKey("flow_versions.id"), nullable=False),
+    # queued -> running -> succeeded | failed; failed runs sit in the dead letter queue.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("dedupe_key", sa.String(500)),
+    sa.Column("input", Json, nullable=False),
+    sa.Column("trigger_data", Json),
+    # Corrected step inputs given on replay, by step id.
+    sa.Column("overrides", Json),
+    sa.Column("response", Json),
+    sa.Column("error", sa.Text),
+    sa.Column("current_step", sa.String(200)),
+    sa.Column("current_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("due_at", Time, nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", Time),
+    sa.Column("parent_run_id", sa.String(32)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+    sa.UniqueConstraint("flow", "dedupe_key"),
+    sa.Index("ix_runs_status_due_at", "status", "due_at"),
+    sa.Index("ix_runs_finished_at", "finished_at"),
+)
+
+step_attempts = sa.Table(
+    "step_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    # succeeded | failed (retried later) | dead (retries over or permanent)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", Json),
+    sa.Column("output", Json),
+    sa.Column("error", sa.Text),
+    sa.Column("retryable", sa.Boolean),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("finished_at", Time, nullable=False),
+    sa.Column("next_attempt_at", Time),
+    sa.Index("ix_step_attempts_run_id", "run_id", "id"),
+)
+
+timers = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("step", sa.String(200)),
+    sa.Column("due_at", Time, nullable=False),
+    sa.Column("fired_at", Time),
+    sa.Index("ix_timers_due_at", "due_at"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("step_input", Json),
+    # open | replayed | discarded
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("resolved_at", Time),
+    sa.Index("ix_dead_letters_status", "status", "id"),
+)

@@ -1,0 +1,162 @@
+"""Templates and conditions, rendered in a sandbox so flow data never runs code.
+
+Templates use Jinja syntax in an immutable sandbox: no attribute starting
+with an underscore, no method that mutates, no access to Python objects
+beyond plain data. A template that is one expression (``"{{ input.age }}"``)
+keeps the value's type; anything else renders to text. Every template is
+compiled once and cached, since the same flow version renders it per run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import operator
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from lobflows import errors
+
+MAX_TEXT_LENGTH = 1_000_000
+MAX_POWER_EXPONENT = 100
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with guards against arithmetic that would exhaust memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**":
+            if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
+                raise errors.TemplateError(f"exponent {right} is larger than {MAX_POWER_EXPONENT}")
+            return operator.pow(left, right)
+        if isinstance(left, (str, list)) and isinstance(right, int) or isinstance(right, (str, list)) and isinstance(left, int):
+            sequence, times = (left, right) if isinstance(right, int) else (right, left)
+            if len(sequence) * times > MAX_TEXT_LENGTH:
+                raise errors.TemplateError(f"repeating a value would exceed {MAX_TEXT_LENGTH} items")
+        return operator.mul(left, right)
+
+
+def _iso_date(value: Any, input_format: str | None = None) -> str:
+    """A date as ISO 8601 (YYYY-MM-DD), from ISO text or an explicit strptime format."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value).strip()
+    try:
+        if input_format:
+            return dt.datetime.strptime(text, input_format).date().isoformat()
+        return dt.date.fromisoformat(text[:10]).isoformat()
+    except ValueError:
+        expected = input_format or "YYYY-MM-DD"
+        raise errors.TemplateError(f"{text!r} is not a date in the format {expected}") from None
+
+
+def _environment() -> _Environment:
+    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters["iso_date"] = _iso_date
+    # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
+    # Python functions that an attacker could try to walk from.
+    env.globals = {"range": range, "dict": dict}
+    return env
+
+
+_env = _environment()
+
+
+class Template:
+    """A compiled template: render it with a context of plain data."""
+
+    __slots__ = ("source", "_template", "_expression")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._expression = _single_expression(source)
+        try:
+            if self._expression is not None:
+                self._template = _env.compile_expression(self._expression, undefined_to_none=False)
+            else:
+                self._template = _env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise errors.TemplateError(f"template {source!r} is not valid: {exc.message}") from None
+
+    def render(self, context: dict[str, Any]) -> Any:
+        try:
+            if self._expression is not None:
+                value = self._template(**context)
+                if isinstance(value, jinja2.Undefined):
+                    str(value)  # raises UndefinedError with the missing name
+                return value
+            text = self._template.render(context)
+        except jinja2.UndefinedError as exc:
+            raise MissingValueError(f"{exc.message} (in {self.source!r})") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise errors.TemplateError(f"template {self.source!r} was refused: {exc}") from None
+        except errors.LobflowsError:
+            raise
+        except Exception as exc:  # any failure of user-written expressions
+            raise errors.TemplateError(f"template {self.source!r} failed: {exc}") from None
+        if len(text) > MAX_TEXT_LENGTH:
+            raise errors.TemplateError(f"template {self.source!r} rendered more than {MAX_TEXT_LENGTH} characters")
+        return text
+
+
+class MissingValueError(errors.TemplateError):
+    """A template referred to a value that the run data does not have."""
+
+
+def _single_expression(source: str) -> str | None:
+    """The inner expression when the whole template is one ``{{ … }}``."""
+    stripped = source.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    inner = stripped[2:-2]
+    if "{{" in inner or "}}" in inner or "{%" in inner:
+        return None
+    try:
+        parsed = _env.parse(stripped)
+    except jinja2.TemplateSyntaxError:
+        return None
+    body = parsed.body
+    if len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1:
+        return inner.strip()
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_template(source: str) -> Template:
+    """Compile once; the cache is keyed by the template text."""
+    return Template(source)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_condition(source: str) -> Template:
+    """A condition may be written bare (``input.x > 3``) or in braces."""
+    text = source.strip()
+    if not text.startswith("{{"):
+        text = "{{ " + text + " }}"
+    return Template(text)
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def render_value(value: Any, context: dict[str, Any]) -> Any:
+    """Render every template inside a JSON-like value."""
+    if isinstance(value, str):
+        return compile_template(value).render(context) if is_template(value) else value
+    if isinstance(value, dict):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context) for v in value]
+    return value
+
+
+def evaluate_condition(source: str, context: dict[str, Any]) -> bool:
+    return bool(compile_condition(source).render(context))

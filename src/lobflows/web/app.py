@@ -1,0 +1,62 @@
+"""The HTTP application: webhook triggers, a small authenticated REST API, health."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from lobflows import errors
+from lobflows.runtime import Runtime
+from lobflows.secrets import redactor
+from lobflows.triggers.webhook import WebhookRoutes
+
+
+def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
+    """Build the app; the runtime is opened and closed by the caller."""
+    app = FastAPI(title="LoB Flows", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
+    app.state.runtime = runtime
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/runs/{run_id}")
+    async def get_run(run_id: str, request: Request) -> dict[str, Any]:
+        _authorize(runtime, request)
+        try:
+            run = await runtime.store.find_run(run_id)
+        except errors.RunNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        attempts = await runtime.store.attempts(run.id)
+        return redactor.redact_data(
+            {
+                "id": run.id,
+                "flow": run.flow,
+                "status": run.status,
+                "error": run.error,
+                "created_at": run.created_at,
+                "finished_at": run.finished_at,
+                "steps": [{"step": a.step, "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": a.started_at, "finished_at": a.finished_at} for a in attempts],
+            }
+        )
+
+    app.add_api_route("/{path:path}", webhooks.handle, methods=["POST"], include_in_schema=False)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def _authorize(runtime: Runtime, request: Request) -> None:
+    token = runtime.settings.api_token
+    if not token:
+        raise HTTPException(403, "the REST API is disabled: set LOBFLOWS_API_TOKEN to enable it")
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
