@@ -56,6 +56,7 @@ def main_options(
     api_token: Annotated[str | None, typer.Option("--api-token", envvar="LOBFLOWS_API_TOKEN", help="Bearer token that opens the REST API.", show_default=False)] = None,
     lease_seconds: Annotated[float, typer.Option(envvar="LOBFLOWS_LEASE_SECONDS", help="Lease of a claimed run without a heartbeat.")] = 30.0,
     concurrency: Annotated[int, typer.Option(envvar="LOBFLOWS_CONCURRENCY", help="Runs in progress per process.")] = 64,
+    poll_interval: Annotated[float, typer.Option(envvar="LOBFLOWS_POLL_INTERVAL", help="Seconds between looks for due runs.")] = 0.5,
     log_level: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_format: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_FORMAT", help="text or json.")] = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="LOBFLOWS_VERBOSE", help="Show tracebacks of unexpected errors.")] = False,
@@ -67,6 +68,7 @@ def main_options(
             api_token=api_token,
             lease_seconds=lease_seconds,
             concurrency=concurrency,
+            poll_interval_seconds=poll_interval,
             log_level=log_level.upper(),
             log_format=log_format,
         )

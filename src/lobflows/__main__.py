@@ -1,0 +1,7 @@
+"""``python -m lobflows`` runs the command line."""
+
+from __future__ import annotations
+
+from lobflows.cli.main import main
+
+main()

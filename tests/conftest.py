@@ -1,0 +1,90 @@
+"""Fixtures: a fresh run store on SQLite and on PostgreSQL, and the stand-ins."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lobflows.store import RunStore
+from lobflows.testing.erpnext import ErpnextState, create_erpnext_app
+from lobflows.testing.mailbox import Mailbox
+from lobflows.testing.servers import ServerThread
+from lobflows.testing.slack import SlackState, create_slack_app
+from tests import support
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ERPNEXT_KEY, ERPNEXT_SECRET = "test-api-key", "test-api-secret-value"
+CHAT_PATH = "T0TEST/B0TEST/test-chat-token"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A run store URL for an empty database, once per kind of store."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    name = f"lobflows_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[RunStore]:
+    run_store = RunStore(store_url)
+    await run_store.migrate()
+    yield run_store
+    await run_store.close()
+
+
+@dataclass
+class Standins:
+    erpnext_url: str
+    erpnext: ErpnextState
+    chat_url: str
+    chat: SlackState
+    mailbox: Mailbox
+
+    @property
+    def chat_webhook(self) -> str:
+        return f"{self.chat_url}/services/{CHAT_PATH}"
+
+
+@pytest.fixture
+def standins() -> Iterator[Standins]:
+    erpnext_app = create_erpnext_app(api_key=ERPNEXT_KEY, api_secret=ERPNEXT_SECRET)
+    chat_app = create_slack_app(webhook_path_secret=CHAT_PATH)
+    with ServerThread(erpnext_app) as erpnext, ServerThread(chat_app) as chat, Mailbox() as mailbox:
+        yield Standins(erpnext.url, erpnext_app.state.erpnext, chat.url, chat_app.state.slack, mailbox)
+
+
+@pytest.fixture
+def onboarding_env(store_url: str, standins: Standins) -> dict[str, str]:
+    """Environment for the onboarding example against the stand-ins."""
+    return support.base_env(
+        store_url,
+        ERPNEXT_URL=standins.erpnext_url,
+        SMTP_PORT=str(standins.mailbox.port),
+        LOBFLOWS_SECRET_ERPNEXT_API=f"{ERPNEXT_KEY}:{ERPNEXT_SECRET}",
+        LOBFLOWS_SECRET_HRIS_WEBHOOK_SECRET=support.WEBHOOK_KEY,
+        LOBFLOWS_SECRET_FACILITIES_CHAT_WEBHOOK=standins.chat_webhook,
+        LOBFLOWS_LEASE_SECONDS="2",
+        LOBFLOWS_POLL_INTERVAL="0.1",
+    )
+
+
+@pytest.fixture
+def onboarding_server(onboarding_env: dict[str, str], tmp_path: Path) -> Iterator[support.ServerProcess]:
+    server = support.ServerProcess(onboarding_env, support.ONBOARDING / "flows", tmp_path / "server.log")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,137 @@
+"""Helpers shared by the tests: a LoB Flows server in a child process, and waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lobflows.store import RunRecord, RunStore
+from lobflows.triggers.webhook import sign
+
+__all__ = ["sign"]
+
+REPO = Path(__file__).resolve().parent.parent
+ONBOARDING = REPO / "examples" / "onboarding"
+HOOK_PATH = "/hooks/bamboohr/new-hire"
+WEBHOOK_KEY = "test-webhook-signing-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the ``lobflows`` command as a user would, wide enough not to wrap."""
+    return subprocess.run(
+        [sys.executable, "-m", "lobflows", *args],
+        env={**env, "COLUMNS": "200"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class ServerProcess:
+    """``lobflows serve`` (or ``worker``) in a child process, killable like a real one."""
+
+    def __init__(self, env: dict[str, str], flows_dir: Path, log_path: Path, *, command: str = "serve") -> None:
+        self.env = env
+        self.flows_dir = flows_dir
+        self.log_path = log_path
+        self.command = command
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        args = [sys.executable, "-m", "lobflows", self.command, str(self.flows_dir)]
+        if self.command == "serve":
+            args += ["--port", str(self.port)]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if self.command == "serve":
+            self._wait_healthy()
+        return self
+
+    def _wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise TimeoutError(f"server did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no lease release, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def post_hire(self, hire: Any, *, key: str = WEBHOOK_KEY, raw: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+        body = raw if raw is not None else json.dumps(hire).encode()
+        all_headers = {"Content-Type": "application/json", "X-Signature-256": sign(body, key)}
+        all_headers.update(headers or {})
+        return httpx.post(self.url + HOOK_PATH, content=body, headers=all_headers, timeout=30)
+
+
+def sample_hire(**fields: Any) -> dict[str, Any]:
+    """The sample hire, with fields replaced (None removes a field)."""
+    hire = json.loads((ONBOARDING / "sample-hire.json").read_text())
+    employee = hire["employees"][0]
+    for name, value in fields.items():
+        if name == "id":
+            employee["id"] = value
+        elif value is None:
+            employee["fields"].pop(name, None)
+        else:
+            employee["fields"][name] = value
+    return hire
+
+
+async def wait_for_run(store: RunStore, run_id: str, *, statuses: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 30) -> RunRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await store.get_run(run_id)
+        if run.status in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} is still {run.status} (step {run.current_step}): {run.error}")
+        await asyncio.sleep(0.05)
+
+
+def base_env(store_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOBFLOWS_")}
+    env.update({"LOBFLOWS_DB": store_url, "LOBFLOWS_LOG_LEVEL": "INFO", **extra})
+    return env
