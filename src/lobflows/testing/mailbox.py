@@ -35,7 +35,7 @@ _PARSER = BytesParser(policy=email.policy.default)
 
 @dataclass(frozen=True)
 class ReceivedMail:
-    """One accepted message with its SMTP envelope."""
+    """One accepted message with its SMTP envelope (`raw` is as received)."""
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
@@ -264,7 +264,8 @@ class Mailbox:
 
     def deliver(self, mail_from: str, rcpt_tos: Iterable[str], raw: bytes) -> None:
         """Record one message (called by the SMTP handler)."""
-        message = _PARSER.parsebytes(raw)
+        # SMTP carries CRLF; the email package works with plain newlines.
+        message = _PARSER.parsebytes(raw.replace(b"\r\n", b"\n"))
         assert isinstance(message, EmailMessage)
         mail = ReceivedMail(mail_from, tuple(rcpt_tos), message, raw, datetime.now(UTC))
         if self._maildir is not None:
