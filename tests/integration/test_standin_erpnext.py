@@ -84,7 +84,8 @@ def test_erpnext_token_auth_lists_seeded_genders(api: httpx.Client) -> None:
 def test_erpnext_basic_auth_is_accepted(server: ServerThread, state: Any) -> None:
     basic = base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
     response = httpx.get(
-        f"{server.url}/api/resource/Company", headers={"Authorization": f"Basic {basic}"}
+        f"{server.url}/api/resource/Company",
+        headers={"Authorization": f"Basic {basic}"},
     )
     assert response.status_code == 200
     assert response.json() == {"data": [{"name": "Example Corp"}]}
@@ -92,7 +93,11 @@ def test_erpnext_basic_auth_is_accepted(server: ServerThread, state: Any) -> Non
 
 @pytest.mark.parametrize(
     "header",
-    [f"token {KEY}:wrong", "token nocolon", f"Basic {base64.b64encode(b'k:x').decode()}"],
+    [
+        f"token {KEY}:wrong",
+        "token nocolon",
+        f"Basic {base64.b64encode(b'k:x').decode()}",
+    ],
 )
 def test_erpnext_wrong_pair_is_401_authentication_error(
     control: httpx.Client, header: str
@@ -131,7 +136,8 @@ def test_erpnext_create_employee_names_from_series_and_drops_nulls(
     assert first["employee_name"] == "Ada Lovelace"
     assert first["status"] == "Active"
     assert first["doctype"] == "Employee"
-    assert first["docstatus"] == 0 and first["idx"] == 0
+    assert first["docstatus"] == 0
+    assert first["idx"] == 0
     assert {"owner", "creation", "modified", "modified_by"} <= set(first)
     assert None not in first.values()
     assert state.docs["Employee"]["HR-EMP-00002"]["first_name"] == "Grace"
@@ -339,7 +345,7 @@ def test_erpnext_list_pages_twenty_at_a_time(
         for start in (0, 20, 40)
     ]
     assert [len(p) for p in pages] == [20, 20, 5]
-    assert sum(pages, []) == todos
+    assert [name for page in pages for name in page] == todos
 
 
 def test_erpnext_list_page_length_zero_means_all(

@@ -60,7 +60,8 @@ async def test_mailbox_records_mail_sent_with_aiosmtplib(box: Mailbox) -> None:
 
 
 def test_mailbox_records_mail_sent_with_smtplib(box: Mailbox) -> None:
-    assert box.host == "127.0.0.1" and box.port > 0
+    assert box.host == "127.0.0.1"
+    assert box.port > 0
     with smtplib.SMTP(box.host, box.port, timeout=10) as client:
         client.send_message(
             make_message("Bcc test"), to_addrs=["ada@example.com", "boss@example.com"]
@@ -116,9 +117,9 @@ async def test_mailbox_mail_fault_refuses_sender(box: Mailbox) -> None:
 
 
 def test_mailbox_fault_needs_error_reply(box: Mailbox) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="4xx or 5xx"):
         box.add_fault("DATA", "250 fine")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="command must be"):
         box.add_fault("QUIT", "421 bye")  # type: ignore[arg-type]
 
 
@@ -204,9 +205,7 @@ async def test_mailbox_serve_standins_exposes_all_three(tmp_path: Path) -> None:
                 f"http://127.0.0.1:{slack}/services/T1/B1/x", json={"text": "hi"}
             )
             assert posted.text == "ok"
-            mail = await http.get(
-                f"http://127.0.0.1:{slack}/__standin__/mail/messages"
-            )
+            mail = await http.get(f"http://127.0.0.1:{slack}/__standin__/mail/messages")
             assert [m["subject"] for m in mail.json()] == ["Joined"]
             stats = await http.get(f"http://127.0.0.1:{slack}/__standin__/stats")
             assert stats.json()["messages"] == 1

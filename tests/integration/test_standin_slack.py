@@ -98,7 +98,10 @@ def test_slack_nothing_to_post_is_400_no_text(
 
 @pytest.mark.parametrize(
     ("blocks", "code"),
-    [("not a list", "invalid_blocks_format"), ([{"text": "no type"}], "invalid_blocks")],
+    [
+        ("not a list", "invalid_blocks_format"),
+        ([{"text": "no type"}], "invalid_blocks"),
+    ],
 )
 def test_slack_bad_blocks_are_refused(
     client: httpx.Client, blocks: object, code: str

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from lobflows import errors
 
@@ -62,7 +62,7 @@ def _environment() -> _Environment:
     env.filters["iso_date"] = _iso_date
     # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
     # Python functions that an attacker could try to walk from.
-    env.globals = {"range": range, "dict": dict}
+    env.globals = {"range": safe_range, "dict": dict}
     return env
 
 
