@@ -231,3 +231,32 @@ async def test_webhook_rejects_bad_deliveries_and_stores_nothing(onboarding_serv
     assert reply.status_code == status
     assert phrase in reply.json()["error"]
     assert await store.count_runs() == 0
+
+
+async def test_secret_values_never_reach_logs_rows_or_output(onboarding_server, onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
+    # given runs through success, retry, dead letter and replay
+    standins.erpnext.add_fault(503, count=1, match="POST /api/resource/Employee")
+    ok = onboarding_server.post_hire(support.sample_hire())
+    await support.wait_for_run(store, ok.json()["run_id"])
+    bad = onboarding_server.post_hire(support.sample_hire(id="5000", dateOfBirth=None))
+    failed = await support.wait_for_run(store, bad.json()["run_id"])
+    [letter] = await store.dead_letters()
+    support.cli(onboarding_env, "dlq", "replay", str(letter.id))
+    await support.wait_for_run(store, failed.id, statuses=("failed", "succeeded"), timeout=10)
+
+    # when everything a person or a log shipper could see is collected
+    seen = [onboarding_server.log()]
+    for run_id in (ok.json()["run_id"], failed.id):
+        seen.append(support.cli(onboarding_env, "runs", "show", run_id, "--data").stdout)
+    seen.append(support.cli(onboarding_env, "dlq", "show", str(letter.id)).stdout)
+    seen.append(support.cli(onboarding_env, "dlq", "list", "--status", "all").stdout)
+    async with store.engine.connect() as conn:
+        for table in ("runs", "step_attempts", "dead_letters", "flow_versions"):
+            rows = (await conn.exec_driver_sql(f"SELECT * FROM {table}")).all()
+            seen.append(json.dumps([list(map(str, row)) for row in rows]))
+
+    # then no secret value appears anywhere
+    everything = "\n".join(seen)
+    assert "create_employee" in everything and "announce_with_manager" in everything
+    for secret in (onboarding_env["LOBFLOWS_SECRET_ERPNEXT_API"], "test-api-secret-value", support.WEBHOOK_KEY, "test-chat-token"):
+        assert secret not in everything
