@@ -89,17 +89,13 @@ async def work(settings: Settings, flows_dir: Path) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, runtime.worker.stop)
+    pruning = asyncio.create_task(_prune_periodically(runtime))
     try:
-        await asyncio.gather(runtime.worker.run(), _prune_periodically_until(runtime))
+        await runtime.worker.run()
     finally:
+        pruning.cancel()
+        await asyncio.gather(pruning, return_exceptions=True)
         await runtime.close()
-
-
-async def _prune_periodically_until(runtime: Runtime) -> None:
-    task = asyncio.create_task(_prune_periodically(runtime))
-    while not runtime.worker._stopping.is_set():
-        await asyncio.sleep(0.5)
-    task.cancel()
 
 
 async def run_once(settings: Settings, flows_dir: Path, flow: str, data: Any, *, wait: bool, console: Console) -> int:

@@ -195,19 +195,15 @@ def run_flow(
 
     data = _read_json(input_file, "input") if input_file else {}
     if flow.endswith((".yaml", ".yml")):
-        flows_dir, flow = Path(flow).parent, _flow_name(Path(flow))
+        flows_dir, flow = Path(flow).parent, run_async(_flow_name(Path(flow)))
     code = run_async(server.run_once(options.settings, flows_dir, flow, data, wait=not no_wait, console=console))
     raise typer.Exit(code)
 
 
-def _flow_name(path: Path) -> str:
+async def _flow_name(path: Path) -> str:
     from lobflows.spec import loader
 
-    return run_async(_async_value(lambda: loader.load_flow_file(path).name))
-
-
-async def _async_value(make: Callable[[], T]) -> T:
-    return make()
+    return loader.load_flow_file(path).name
 
 
 # -- inspecting -------------------------------------------------------------

@@ -63,6 +63,8 @@ def print_run(console: Console, run: RunRecord, attempts: list[Attempt], *, with
     for a in attempts:
         table.add_row(a.step, str(a.attempt), status(a.status), when(a.started_at), duration(a.started_at, a.finished_at), redactor.redact(a.error or ""))
     console.print(table)
+    if run.response is not None:
+        console.print("response:", shown(run.response), highlight=False)
     if with_data:
         for a in attempts:
             console.rule(f"{a.step} · attempt {a.attempt}")
