@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class Summary:
     self_counts: Counter[str]
     total_counts: Counter[str]
     thread_counts: Counter[str]
+    package_counts: Counter[str]
 
 
 def function_name(frame: str) -> str:
@@ -48,6 +50,7 @@ def summarise(text: str) -> Summary:
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     thread_counts: Counter[str] = Counter()
+    package_counts: Counter[str] = Counter()
     samples = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -60,9 +63,10 @@ def summarise(text: str) -> Summary:
         samples += count
         thread_counts[thread] += count
         self_counts[frames[-1]] += count
+        package_counts[package_of(_below_dispatch(frames) or frames[-1:])] += count
         for name in set(_below_dispatch(frames)):
             total_counts[name] += count
-    return Summary(samples, self_counts, total_counts, thread_counts)
+    return Summary(samples, self_counts, total_counts, thread_counts, package_counts)
 
 
 def _split_thread(stack: str) -> tuple[str, list[str]]:
@@ -71,6 +75,24 @@ def _split_thread(stack: str) -> tuple[str, list[str]]:
     if frames and frames[0].startswith(("thread ", "process ")):
         return frames[0], [f for f in frames[1:] if not f.startswith("thread ")]
     return "", frames
+
+
+def package_of(frames: list[str]) -> str:
+    """The innermost non-standard-library package on the stack, else the stdlib module."""
+    for frame in reversed(frames):
+        top = _top_module(frame)
+        if top and top not in sys.stdlib_module_names and not top.startswith("<"):
+            return top
+    top = _top_module(frames[-1])
+    return f"stdlib {top}" if top else "native"
+
+
+def _top_module(frame: str) -> str:
+    """``sqlalchemy`` for ``f (sqlalchemy/sql/base.py)``; empty for native frames."""
+    path = frame.rpartition(" (")[2].rstrip(")")
+    if not path.endswith(".py") and not path.startswith("<"):
+        return ""
+    return path.split("/")[0].removesuffix(".py")
 
 
 def _below_dispatch(frames: list[str]) -> list[str]:
@@ -89,6 +111,9 @@ def report(summary: Summary, top: int = 20) -> str:
         lines.append(f"\ntop {top} by {title} time")
         for name, count in counts.most_common(top):
             lines.append(f"  {100 * count / summary.samples:5.1f}%  {name}")
+    lines.append("\nsamples by package (innermost non-stdlib frame below the loop)")
+    for name, count in summary.package_counts.most_common(top):
+        lines.append(f"  {100 * count / summary.samples:5.1f}%  {name}")
     if len(summary.thread_counts) > 1:
         lines.append("\nsamples by thread")
         for name, count in summary.thread_counts.most_common():

@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lobflows.store import RunStore
 from webhook_throughput import POSTGRES_ADMIN_URL, postgres_database
+
+from lobflows.store import RunStore
 
 CONTACT = {"name": "Ada Lovelace", "email": "ada@example.com"}
 

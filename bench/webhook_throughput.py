@@ -173,10 +173,9 @@ def wait_ready(name: str, process: subprocess.Popen[bytes], url: str, log_dir: P
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BenchError(f"{name} exited with {process.returncode}:\n{log_tail(log_dir, name)}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            if answer.status == 200:
+                return
         time.sleep(0.1)
     raise BenchError(f"{name} did not answer {url} within 60 s:\n{log_tail(log_dir, name)}")
 
@@ -252,7 +251,7 @@ def parse_wrk(text: str, connections: int) -> WrkResult:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     percentiles = {
         int(p): _milliseconds(n, u)
-        for p, n, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+        for p, n, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)
     }
     if total is None or rate is None or len(percentiles) != 4:
         raise BenchError(f"cannot read wrk's report:\n{text}")
@@ -394,6 +393,7 @@ class Plan:
     profile_format: str
     postgres_url: str
     baseline_loop: str
+    load_at_start: float
     stamp: str
     wrk: str
     work_dir: Path
@@ -659,7 +659,10 @@ def report(plan: Plan, baseline: ServerResult, stores: dict[str, ServerResult]) 
     parts.append(
         f"{plan.seconds:g} s per level after {plan.warmup_seconds:g} s warm-up; "
         "runs/s counts runs the store marked succeeded during the level; "
-        "errors are non-2xx replies, socket errors and failed runs."
+        "errors are non-2xx replies, socket errors and failed runs.\n"
+        f"Load average (1 min) at start {plan.load_at_start:.2f}, at end "
+        f"{os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs: "
+        "other work on the machine moves absolute figures; compare ratios."
     )
     return "\n\n".join(parts)
 
@@ -676,7 +679,7 @@ def write_json(
         "warmup_seconds": plan.warmup_seconds,
         "baseline_loop": plan.baseline_loop,
         "levels": plan.levels,
-        "machine": machine_facts(wrk),
+        "machine": {"load_average_at_start": plan.load_at_start, **machine_facts(wrk)},
         "baseline": dataclasses.asdict(baseline),
         "stores": {name: dataclasses.asdict(server) for name, server in stores.items()},
         "targets": [dataclasses.asdict(c) for c in check_targets(stores, baseline)],
@@ -688,6 +691,7 @@ def write_json(
 def machine_facts(wrk: str) -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "lobflows": importlib.metadata.version("lobflows"),
@@ -756,6 +760,7 @@ def run(args: argparse.Namespace, work_dir: Path) -> None:
             seconds=args.seconds, warmup_seconds=args.warmup, levels=args.level_list,
             stores=args.store_list, profile=args.profile, profile_format=args.profile_format,
             postgres_url=args.postgres_url, baseline_loop=args.baseline_loop,
+            load_at_start=os.getloadavg()[0],
             stamp=dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
             wrk=wrk, work_dir=work_dir, script=write_wrk_script(work_dir), sink_port=sink_port,
         )
@@ -776,6 +781,8 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; children and temporary databases go away however it ends."""
     args = parse_args(argv)
+    # Explicit, since a shell may start a background job with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with tempfile.TemporaryDirectory(prefix="lobflows-bench-") as work_dir:

@@ -25,6 +25,7 @@ from lobflows.secrets import SecretStore
 from lobflows.settings import Settings
 from lobflows.spec import loader
 from lobflows.store import RunStore
+from lobflows.triggers.webhook import sign
 
 ERPNEXT_PORT, CHAT_PORT, SMTP_PORT = 8701, 8702, 8725
 DEMO_SECRETS = "secrets.demo.yaml"
@@ -34,7 +35,7 @@ RUN_TIMEOUT_SECONDS = 60.0
 async def run_demo(settings: Settings, example: Path, *, port: int, once: bool, console: Console) -> int:
     flows_dir = example / "flows"
     if not flows_dir.is_dir():
-        raise errors.ConfigurationError(f"{example} has no flows/ folder; try examples/onboarding")
+        raise errors.ConfigurationError(f"{example} has no flows/ folder: name an example folder, e.g. examples/onboarding from the repository root")
     settings = _with_demo_secrets(settings, example)
     _check_ports_free({"LoB Flows": port, "ERPNext stand-in": ERPNEXT_PORT, "chat stand-in": CHAT_PORT, "SMTP stand-in": SMTP_PORT})
     os.environ.setdefault("ERPNEXT_URL", f"http://127.0.0.1:{ERPNEXT_PORT}")
@@ -94,35 +95,51 @@ async def _first_of(*awaitables: Any) -> None:
 
 async def _post_samples(settings: Settings, example: Path, flows_dir: Path, port: int, secrets: SecretStore, console: Console) -> int:
     project = loader.load_project(flows_dir)
+    sample = example / "sample-hire.json"
     code = 0
     for flow in project.flows.values():
         hook = flow.spec.trigger.webhook
-        sample = example / "sample-hire.json"
         if hook is None or not sample.exists():
             continue
-        raw = sample.read_bytes()
+        raw = _fresh_delivery(sample)
         headers = {"Content-Type": "application/json"}
+        key = secrets.get(hook.signature.secret) if hook.signature else ""
         if hook.signature is not None:
-            from lobflows.triggers.webhook import sign
-
-            headers[hook.signature.header] = sign(raw, secrets.get(hook.signature.secret), prefix=hook.signature.prefix)
+            headers[hook.signature.header] = sign(raw, key, prefix=hook.signature.prefix)
         url = f"http://127.0.0.1:{port}{hook.path}"
-        console.print(f"\nPOST {url} with {sample}", highlight=False)
+        console.print(f"\nPOST {url} with {sample}", highlight=False, soft_wrap=True)
         async with httpx.AsyncClient() as client:
             reply = await client.post(url, content=raw, headers=headers)
-        console.print(f"→ {reply.status_code} {reply.text}", highlight=False)
+        console.print(f"→ {reply.status_code} {reply.text}", highlight=False, soft_wrap=True)
         if reply.status_code >= 300:
             return 1
         run_id = reply.json()["run_id"]
         code |= await _show_outcome(settings, run_id, console)
-        console.print(
-            "\n[bold]Try it yourself[/] (the signature is an HMAC-SHA256 of the body with the demo key):\n"
-            f"  body=$(cat {sample}); sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{secrets.get(hook.signature.secret) if hook.signature else ''}' | sed 's/.* //')\n"
-            f"  curl -s -X POST {url} -H 'Content-Type: application/json' -H \"{hook.signature.header if hook.signature else 'X-None'}: sha256=$sig\" --data-binary \"$body\"\n"
-            f"  lobflows runs list   ·   lobflows runs show {run_id[:8]} --data   ·   lobflows dlq list",
-            highlight=False,
-        )
+        _print_try_it(console, sample, url, key, hook, run_id)
     return code
+
+
+def _fresh_delivery(sample: Path) -> bytes:
+    """The sample with a new employee id, so every demo starts a run of its own."""
+    body = json.loads(sample.read_text(encoding="utf-8"))
+    employees = body.get("employees") if isinstance(body, dict) else None
+    if employees and isinstance(employees[0], dict):
+        employees[0]["id"] = str(int(time.time() * 1000) % 10**9)
+    return json.dumps(body).encode()
+
+
+def _print_try_it(console: Console, sample: Path, url: str, key: str, hook: Any, run_id: str) -> None:
+    header = hook.signature.header if hook.signature else "X-Signature-256"
+    lines = [
+        "",
+        "[bold]Try it yourself[/] (a new employee id each time; the signature is an HMAC-SHA256 of the body):",
+        f"  body=$(sed \"s/\\\"4127\\\"/\\\"$RANDOM\\\"/\" {sample})",
+        f"  sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{key}' | sed 's/.* //')",
+        f"  curl -s -X POST {url} -H 'Content-Type: application/json' -H \"{header}: sha256=$sig\" --data-binary \"$body\"",
+        f"  lobflows runs list;  lobflows runs show {run_id[:8]} --data;  lobflows dlq list",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 async def _show_outcome(settings: Settings, run_id: str, console: Console) -> int:

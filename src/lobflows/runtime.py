@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lobflows import errors
 from lobflows.connectors import base as connectors
 from lobflows.engine import Engine, Worker, new_owner_id
 from lobflows.secrets import SecretStore
@@ -27,8 +28,12 @@ class Runtime:
     async def open(cls, settings: Settings, flows_dir: Path) -> Runtime:
         """Load flows and connections (failing early on any problem), then migrate the store."""
         project = loader.load_project(flows_dir)
+        source = str(flows_dir / loader.CONNECTIONS_FILE)
+        problems = connectors.check_project(project, source=source)
+        if problems:
+            raise errors.FlowFileError(str(flows_dir), problems)
         secrets = SecretStore.load(settings.secrets_file)
-        connections = connectors.build_connections(project.connections, secrets, source=str(flows_dir / loader.CONNECTIONS_FILE))
+        connections = connectors.build_connections(project.connections, secrets, source=source)
         store = await open_store(settings)
         engine = Engine(store=store, project=project, connections=connections, owner=new_owner_id(), lease_seconds=settings.lease_seconds)
         await engine.register_flows()
@@ -42,6 +47,11 @@ class Runtime:
 
 
 async def open_store(settings: Settings) -> RunStore:
+    """Open the run store and bring its schema up to date."""
     store = RunStore(settings.database_url, step_data_budget_bytes=settings.step_data_budget_bytes)
-    await store.migrate()
+    try:
+        await store.migrate()
+    except BaseException:
+        await store.close()
+        raise
     return store

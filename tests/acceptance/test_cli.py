@@ -53,7 +53,7 @@ def test_validate_prints_every_problem_with_file_line_and_field(env, tmp_path: P
 
 
 def test_validate_accepts_the_examples(env):
-    result = support.cli(env, "validate", str(support.ONBOARDING / "flows"), str(support.REPO / "tests" / "flows"))
+    result = support.cli(env, "validate", str(support.ONBOARDING / "flows"), str(support.REPO / "tests" / "flows" / "quote"))
 
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout and "employee-onboarding" in result.stdout and "quote" in result.stdout
@@ -94,3 +94,21 @@ def test_commands_answer_bad_arguments_with_one_line_and_a_named_exit_code(env, 
     assert result.returncode == code, result.stderr
     assert phrase in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_checks_calls_against_the_declared_connections(env, tmp_path: Path):
+    flow = (support.REPO / "tests" / "flows" / "quote" / "quote.yaml").read_text()
+    flow = flow.replace("  - respond:", "  - call: nope.create\n  - call: crm.frob\n  - respond:")
+    (tmp_path / "quote.yaml").write_text(flow)
+    (tmp_path / "connections.yaml").write_text("connections:\n  crm: {type: http, base_url: 'http://127.0.0.1:9', timeout_seconds: lots}\n  chat: {type: erpnextt}\n")
+
+    result = support.cli(env, "validate", str(tmp_path))
+
+    assert result.returncode == 1
+    for phrase in (
+        "connections.crm.timeout_seconds: input should be a valid number",
+        "connections.chat.type: expected one of erpnext, http, slack_webhook, smtp (got 'erpnextt')",
+        "no connection named 'nope'; declared: chat, crm",
+        "connection 'crm' (http) has no action 'frob'; known: request",
+    ):
+        assert phrase in result.stderr, result.stderr

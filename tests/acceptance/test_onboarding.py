@@ -192,7 +192,7 @@ async def _wait_for_step(store: RunStore, run_id: str, step: str) -> None:
     raise TimeoutError(f"step {step} did not complete")
 
 
-async def test_onboarding_hire_without_email_is_dead_lettered_naming_the_field(onboarding_server, store: RunStore, standins: Standins):
+async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with_a_corrected_run_input(onboarding_server, onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
     reply = onboarding_server.post_hire(support.sample_hire(workEmail=None))
     run = await support.wait_for_run(store, reply.json()["run_id"])
 
@@ -201,6 +201,19 @@ async def test_onboarding_hire_without_email_is_dead_lettered_naming_the_field(o
     assert employees(standins) == [] and standins.mailbox.messages == []
     [letter] = await store.dead_letters()
     assert letter.step == "hire"
+
+    refused = support.cli(onboarding_env, "dlq", "replay", str(letter.id), "--input", str(support.ONBOARDING / "sample-hire.json"))
+    assert refused.returncode == 2 and "--run-input" in refused.stderr
+    hire = json.loads(support.cli(onboarding_env, "dlq", "show", str(letter.id), "--run-input-only").stdout)
+    hire["employees"][0]["fields"]["workEmail"] = "ada.q@example.com"
+    fixed = tmp_path / "hire.json"
+    fixed.write_text(json.dumps(hire))
+    replayed = support.cli(onboarding_env, "dlq", "replay", str(letter.id), "--run-input", str(fixed))
+    assert replayed.returncode == 0, replayed.stderr
+
+    await support.wait_for_run(store, run.id, statuses=("succeeded",))
+    [mail] = standins.mailbox.messages
+    assert mail.rcpt_tos == ("ada.q@example.com",)
 
 
 @pytest.mark.parametrize(
@@ -218,6 +231,14 @@ async def test_onboarding_hire_without_email_is_dead_lettered_naming_the_field(o
         (b'{"pad": "' + b"x" * 70_000 + b'"}', None, support.HOOK_PATH, 413, "larger than the limit"),
         # the dedupe key cannot be computed
         (b'{"employees": []}', None, support.HOOK_PATH, 400, "dedupe key"),
+        # an employee id of null must not make every such hire a duplicate
+        (b'{"employees": [{"id": null, "fields": {}}]}', None, support.HOOK_PATH, 400, "null or empty"),
+        # nesting deep enough to exhaust a recursive parser
+        (b"[" * 30_000, None, support.HOOK_PATH, 400, "not valid JSON"),
+        # a lone surrogate cannot be stored or printed as text
+        (b'{"id": "\\udfff"}', None, support.HOOK_PATH, 400, "not valid JSON"),
+        # NaN is not JSON
+        (b'{"n": NaN}', None, support.HOOK_PATH, 400, "not valid JSON"),
     ],
 )
 async def test_webhook_rejects_bad_deliveries_and_stores_nothing(onboarding_server, store: RunStore, raw, headers, path, status, phrase):

@@ -151,3 +151,14 @@ async def test_prune_shrinks_the_sqlite_file(tmp_path: Path):
 
     assert removed == 300
     assert size_after < size_before / 4, (size_before, size_after)
+
+
+async def test_a_dead_letter_is_replayed_once_even_when_asked_at_once(store: RunStore):
+    version = await new_flow(store)
+    run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
+    letter = await store.record_dead_letter(run_id=run.id, flow="orders", step="push", attempt=1, input={}, error="x", retryable=False, started_at=time.time())
+
+    outcomes = await asyncio.gather(*(store.replay_dead_letter(letter) for _ in range(6)), return_exceptions=True)
+
+    assert sum(1 for o in outcomes if o == run.id) == 1
+    assert all(isinstance(o, errors.StoreError) for o in outcomes if o != run.id)

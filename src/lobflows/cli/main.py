@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lobflows import errors, logs
 from lobflows.cli import views
@@ -39,6 +42,20 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 
 FlowsDir = Annotated[Path, typer.Argument(help="Folder of flow files (and connections.yaml).", envvar="LOBFLOWS_FLOWS")]
+
+
+class RunStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class LetterStatus(str, enum.Enum):
+    open = "open"
+    replayed = "replayed"
+    discarded = "discarded"
+    all = "all"
 
 
 class _Options:
@@ -79,9 +96,9 @@ def main_options(
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint: {hint}[/]", highlight=False)
+        err_console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False)
     raise typer.Exit(code)
 
 
@@ -93,7 +110,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
     except errors.FlowFileError as exc:
         for problem in exc.problems:
-            err_console.print(str(problem), highlight=False, soft_wrap=True)
+            err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
         _fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
     except errors.RunNotFoundError as exc:
         _fail(str(exc), EXIT_NOT_FOUND)
@@ -110,10 +127,10 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return orjson.loads(path.read_bytes())
     except OSError as exc:
         _fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
-    except ValueError as exc:
+    except orjson.JSONDecodeError as exc:
         _fail(f"{what} {path} is not valid JSON: {exc}", EXIT_USAGE)
 
 
@@ -122,30 +139,46 @@ def _read_json(path: Path, what: str) -> Any:
 
 @app.command()
 def validate(paths: Annotated[list[Path], typer.Argument(help="Flow files or folders.")]) -> None:
-    """Check flow files; print every problem with file, line, field and what was expected."""
+    """Check flow files; print every problem with file, line, field and what was expected.
+
+    A folder is checked as a project: its flows, its connections.yaml, and
+    that every call names a declared connection and a known action.
+    """
+    from lobflows.connectors import base as connectors
     from lobflows.spec import loader
 
-    files = loader.flow_files(paths)
-    missing = [p for p in paths if not p.exists()]
-    for path in missing:
-        err_console.print(f"{path}: no such file or folder", highlight=False)
     problems: list[errors.Problem] = []
+    for path in paths:
+        if not path.exists():
+            problems.append(errors.Problem(path=str(path), line=None, field="", message="no such file or folder"))
+    files = loader.flow_files(paths)
+    loaded: dict[Path, Any] = {}
     for path in files:
         try:
-            loaded = loader.load_flow_file(path)
+            loaded[path] = loader.load_flow_file(path)
         except errors.FlowFileError as exc:
             problems.extend(exc.problems)
-            continue
-        console.print(f"[green]ok[/] {path} [dim]({loaded.name}, {len(loaded.spec.steps)} steps)[/]", highlight=False)
     for folder in (p for p in paths if p.is_dir()):
-        try:
-            loader.load_connections(folder / loader.CONNECTIONS_FILE)
-        except errors.LobflowsError as exc:
-            problems.extend(getattr(exc, "problems", [errors.Problem(path=str(folder / loader.CONNECTIONS_FILE), line=None, field="", message=str(exc))]))
+        problems.extend(_project_problems(folder, [f for p, f in loaded.items() if p.parent == folder]))
+    for path, flow in loaded.items():
+        console.print(f"[green]ok[/] {escape(str(path))} [dim]({flow.name}, {len(flow.spec.steps)} steps)[/]", highlight=False)
     for problem in problems:
-        err_console.print(str(problem), highlight=False, soft_wrap=True)
-    if problems or missing or not files:
+        err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
+    if problems or not files:
         _fail(f"{len(problems)} problem(s) in {len(files)} file(s)" if files else "no flow files found", EXIT_PROBLEMS)
+
+
+def _project_problems(folder: Path, flows: list[Any]) -> list[errors.Problem]:
+    from lobflows.connectors import base as connectors
+    from lobflows.spec import loader
+
+    source = folder / loader.CONNECTIONS_FILE
+    try:
+        declared = loader.load_connections(source)
+    except errors.FlowFileError as exc:
+        return exc.problems
+    project = loader.Project(flows={f.name: f for f in flows}, connections=declared)
+    return connectors.check_project(project, source=str(source))
 
 
 @app.command()
@@ -222,11 +255,12 @@ async def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
 @runs_app.command("list")
 def runs_list(
     flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
-    status: Annotated[str | None, typer.Option(help="queued, running, succeeded or failed.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 50,
 ) -> None:
     """List runs, newest first."""
-    runs = run_async(_with_store(lambda s: s.list_runs(flow=flow, status=status, limit=limit)))
+    chosen = status.value if status else None
+    runs = run_async(_with_store(lambda s: s.list_runs(flow=flow, status=chosen, limit=limit)))
     console.print(views.runs_table(runs))
 
 
@@ -247,38 +281,58 @@ def runs_show(
 
 @dlq_app.command("list")
 def dlq_list(
-    status: Annotated[str, typer.Option(help="open, replayed, discarded or all.")] = "open",
-    limit: Annotated[int, typer.Option()] = 100,
+    status: Annotated[LetterStatus, typer.Option(help="Only dead letters in this status.")] = LetterStatus.open,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 100,
 ) -> None:
     """List dead letters, newest first."""
-    letters = run_async(_with_store(lambda s: s.dead_letters(status=None if status == "all" else status, limit=limit)))
+    chosen = None if status is LetterStatus.all else status.value
+    letters = run_async(_with_store(lambda s: s.dead_letters(status=chosen, limit=limit)))
     console.print(views.dead_letters_table(letters))
 
 
 @dlq_app.command("show")
 def dlq_show(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
-    input_only: Annotated[bool, typer.Option("--input-only", help="Print only the failed step's input as JSON, to correct and replay.")] = False,
+    input_only: Annotated[bool, typer.Option("--input-only", help="Print only the failed step's input as JSON, to correct and replay with --input.")] = False,
+    run_input_only: Annotated[bool, typer.Option("--run-input-only", help="Print only the run's input as JSON, to correct and replay with --run-input.")] = False,
 ) -> None:
-    """Show a dead letter: the failed step, its input and the error."""
-    letter = run_async(_with_store(lambda s: s.dead_letter(dead_letter_id)))
-    if input_only:
-        sys.stdout.write(json.dumps(letter.step_input, indent=2) + "\n")
+    """Show a dead letter: the failed step, its input, the run's input and the error."""
+
+    async def load(store: Any) -> Any:
+        letter = await store.dead_letter(dead_letter_id)
+        return letter, await store.get_run(letter.run_id)
+
+    letter, run = run_async(_with_store(load))
+    if input_only or run_input_only:
+        sys.stdout.write(json.dumps(letter.step_input if input_only else run.input, indent=2, ensure_ascii=False) + "\n")
         return
-    views.print_dead_letter(console, letter)
+    views.print_dead_letter(console, letter, run)
 
 
 @dlq_app.command("replay")
 def dlq_replay(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the corrected input of the failed step.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the corrected input of the failed step (call and respond steps).")] = None,
+    run_input_file: Annotated[Path | None, typer.Option("--run-input", help="JSON file that replaces the run's input (the trigger payload) every step reads.")] = None,
     flows_dir: Annotated[Path | None, typer.Option("--flows", envvar="LOBFLOWS_FLOWS", help="Execute here with these flows, instead of leaving it to a worker.")] = None,
 ) -> None:
     """Queue a dead-lettered run again from its failed step."""
     from lobflows import server
 
     corrected = _read_json(input_file, "corrected input") if input_file else None
-    run_id = run_async(_with_store(lambda s: s.replay_dead_letter(dead_letter_id, corrected_input=corrected)))
+    corrected_run = _read_json(run_input_file, "corrected run input") if run_input_file else None
+
+    async def replay(store: Any) -> str:
+        letter = await store.dead_letter(dead_letter_id)
+        if corrected is not None and letter.step_input is None:
+            _fail(
+                f"step {letter.step!r} takes no input of its own: it reads the run's input",
+                EXIT_USAGE,
+                f"correct the run's input instead: lobflows dlq replay {dead_letter_id} --run-input FILE",
+            )
+        return await store.replay_dead_letter(dead_letter_id, corrected_input=corrected, corrected_run_input=corrected_run)
+
+    run_id = run_async(_with_store(replay))
     console.print(f"Run {run_id} queued again from its failed step.", highlight=False)
     if flows_dir is not None:
         raise typer.Exit(run_async(server.resume(options.settings, flows_dir, run_id, console=console)))

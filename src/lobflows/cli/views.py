@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lobflows.secrets import redactor
@@ -34,10 +35,19 @@ def status(text: str) -> str:
 
 
 def shown(value: Any) -> str:
+    """Stored data as indented JSON, secrets masked, safe to print as markup."""
     text = json.dumps(redactor.redact_data(value), indent=2, default=str, ensure_ascii=False)
     if len(text) > MAX_SHOWN_CHARACTERS:
-        return text[:MAX_SHOWN_CHARACTERS] + f"\n… ({len(text)} characters in all)"
-    return text
+        text = text[:MAX_SHOWN_CHARACTERS] + f"\n… ({len(text)} characters in all)"
+    return escape(text)
+
+
+def plain(text: str | None, limit: int | None = None) -> str:
+    """Stored text (errors, names) with secrets masked, safe to print as markup."""
+    cleaned = redactor.redact(text or "")
+    if limit is not None and len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "…"
+    return escape(cleaned)
 
 
 def runs_table(runs: list[RunRecord]) -> Table:
@@ -45,8 +55,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
     for column in ("run", "flow", "status", "trigger", "started (UTC)", "duration", "error"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        error = redactor.redact(run.error or "")
-        table.add_row(run.id, run.flow, status(run.status), run.trigger, when(run.created_at), duration(run.created_at, run.finished_at), error[:80])
+        table.add_row(run.id, run.flow, status(run.status), run.trigger, when(run.created_at), duration(run.created_at, run.finished_at), plain(run.error, 80))
     return table
 
 
@@ -56,16 +65,18 @@ def print_run(console: Console, run: RunRecord, attempts: list[Attempt], *, with
     if run.status == "queued" and run.current_step:
         console.print(f"next attempt of {run.current_step} at {when(run.due_at)} UTC", highlight=False)
     if run.error:
-        console.print(f"[red]error:[/] {redactor.redact(run.error)}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {plain(run.error)}", highlight=False, soft_wrap=True)
     table = Table(title_justify="left")
     for column in ("step", "attempt", "status", "started (UTC)", "duration", "error"):
         table.add_column(column, overflow="fold")
     for a in attempts:
-        table.add_row(a.step, str(a.attempt), status(a.status), when(a.started_at), duration(a.started_at, a.finished_at), redactor.redact(a.error or ""))
+        table.add_row(a.step, str(a.attempt), status(a.status), when(a.started_at), duration(a.started_at, a.finished_at), plain(a.error))
     console.print(table)
     if run.response is not None:
         console.print("response:", shown(run.response), highlight=False)
     if with_data:
+        console.rule("run input")
+        console.print(shown(run.input), highlight=False)
         for a in attempts:
             console.rule(f"{a.step} · attempt {a.attempt}")
             console.print("input:", shown(a.input), highlight=False)
@@ -77,14 +88,21 @@ def dead_letters_table(letters: list[DeadLetter]) -> Table:
     for column in ("id", "run", "flow", "step", "status", "since (UTC)", "error"):
         table.add_column(column, overflow="fold")
     for d in letters:
-        table.add_row(str(d.id), d.run_id, d.flow, d.step, status(d.status), when(d.created_at), redactor.redact(d.error)[:100])
+        table.add_row(str(d.id), d.run_id, d.flow, d.step, status(d.status), when(d.created_at), plain(d.error, 100))
     return table
 
 
-def print_dead_letter(console: Console, letter: DeadLetter) -> None:
+def print_dead_letter(console: Console, letter: DeadLetter, run: RunRecord) -> None:
     console.print(f"[bold]Dead letter {letter.id}[/]  {status(letter.status)}  run {letter.run_id}", highlight=False)
     console.print(f"flow {letter.flow}  step {letter.step}  since {when(letter.created_at)} UTC", highlight=False)
-    console.print(f"[red]error:[/] {redactor.redact(letter.error)}", highlight=False, soft_wrap=True)
-    console.print("step input:", shown(letter.step_input), highlight=False)
-    if letter.status == "open":
-        console.print(f"[dim]replay: lobflows dlq replay {letter.id} [--input corrected.json]   discard: lobflows dlq discard {letter.id}[/]", highlight=False)
+    console.print(f"[red]error:[/] {plain(letter.error)}", highlight=False, soft_wrap=True)
+    if letter.step_input is not None:
+        console.print("step input:", shown(letter.step_input), highlight=False)
+    console.print("run input:", shown(run.input), highlight=False)
+    if letter.status != "open":
+        return
+    if letter.step_input is not None:
+        fix = f"lobflows dlq show {letter.id} --input-only > step.json; edit; lobflows dlq replay {letter.id} --input step.json"
+    else:
+        fix = f"lobflows dlq show {letter.id} --run-input-only > run.json; edit; lobflows dlq replay {letter.id} --run-input run.json"
+    console.print(f"[dim]to correct: {escape(fix)}\nto retry as is: lobflows dlq replay {letter.id}   to close: lobflows dlq discard {letter.id}[/]", highlight=False)

@@ -78,8 +78,19 @@ async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddre
 class GuardedClient:
     """An httpx client whose every request passes the address guard first."""
 
-    def __init__(self, *, connection: str, base_url: str = "", headers: dict[str, str] | None = None, timeout_seconds: float = 30.0, allow_networks: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        connection: str,
+        base_url: str = "",
+        headers: dict[str, str] | None = None,
+        timeout_seconds: float = 30.0,
+        allow_networks: list[str] | None = None,
+        path_is_secret: bool = False,
+    ) -> None:
         self.connection = connection
+        # Some URLs are credentials (chat webhooks); errors then name the host only.
+        self.path_is_secret = path_is_secret
         self.guard = AddressGuard(allow_networks)
         self.client = httpx.AsyncClient(
             base_url=base_url,
@@ -94,12 +105,14 @@ class GuardedClient:
         if timeout_seconds is not None:
             request.extensions["timeout"] = httpx.Timeout(timeout_seconds).as_dict()
         await self.guard.check(request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        target = request.url.host if self.path_is_secret else request.url.path
         try:
             return await self.client.send(request)
         except httpx.TimeoutException as exc:
-            raise errors.TransportError(f"{self.connection}: {method} {request.url.path} timed out", connection=self.connection) from exc
+            raise errors.TransportError(f"{self.connection}: {method} {target} timed out", connection=self.connection) from exc
         except httpx.TransportError as exc:
-            raise errors.TransportError(f"{self.connection}: {method} {request.url.path} failed: {exc or type(exc).__name__}", connection=self.connection) from exc
+            reason = type(exc).__name__ if self.path_is_secret else (str(exc) or type(exc).__name__)
+            raise errors.TransportError(f"{self.connection}: {method} {target} failed: {reason}", connection=self.connection) from exc
 
     async def close(self) -> None:
         await self.client.aclose()

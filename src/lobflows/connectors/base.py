@@ -18,6 +18,7 @@ import pydantic
 
 from lobflows import errors
 from lobflows.secrets import SecretStore
+from lobflows.spec.loader import Project, step_locations
 
 ENTRY_POINT_GROUP = "lobflows.connectors"
 
@@ -96,9 +97,46 @@ def build_connections(
     declared: dict[str, dict[str, Any]], secrets: SecretStore, *, source: str = "connections.yaml"
 ) -> dict[str, Connector]:
     """Create a connector per declared connection, validating every setting up front."""
+    validated, problems = _validate_settings(declared, source)
+    if problems:
+        raise errors.FlowFileError(source, problems)
+    return {name: cls(name, settings, secrets) for name, (cls, settings) in validated.items()}
+
+
+def check_project(project: Project, *, source: str) -> list[errors.Problem]:
+    """Problems a project would meet at run time: bad connection settings, unknown connections or actions."""
+    validated, problems = _validate_settings(project.connections, source)
+    classes = connector_classes()
+    for flow in project.flows.values():
+        for location, step in step_locations(flow.document):
+            if not isinstance(step.get("call"), str) or "." not in step["call"]:
+                continue
+            name, action = step["call"].split(".", 1)
+            message = _call_problem(name, action, project.connections, classes, validated)
+            if message:
+                line = flow.lines.get((*location, "call"))
+                problems.append(errors.Problem(path=flow.path, line=line, field=f"{_dotted_steps(location)}.call", message=message))
+    return problems
+
+
+def _call_problem(name: str, action: str, declared: dict[str, Any], classes: dict[str, type[Connector]], validated: dict[str, Any]) -> str | None:
+    if name not in declared:
+        known = ", ".join(sorted(declared)) or "none (no connections.yaml beside the flow)"
+        return f"no connection named {name!r}; declared: {known}"
+    cls = classes.get(str((declared[name] or {}).get("type")))
+    if cls is not None and action not in cls.actions:
+        return f"connection {name!r} ({cls.kind}) has no action {action!r}; known: {', '.join(sorted(cls.actions))}"
+    return None
+
+
+def _dotted_steps(location: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(location))
+
+
+def _validate_settings(declared: dict[str, dict[str, Any]], source: str) -> tuple[dict[str, tuple[type[Connector], Settings]], list[errors.Problem]]:
     classes = connector_classes()
     problems: list[errors.Problem] = []
-    built: dict[str, Connector] = {}
+    validated: dict[str, tuple[type[Connector], Settings]] = {}
     for name, raw in declared.items():
         settings = dict(raw or {})
         kind = settings.pop("type", None)
@@ -108,11 +146,9 @@ def build_connections(
             problems.append(errors.Problem(path=source, line=None, field=f"connections.{name}.type", message=f"expected one of {known} (got {kind!r})"))
             continue
         try:
-            built[name] = cls(name, cls.settings_model.model_validate(settings), secrets)
+            validated[name] = (cls, cls.settings_model.model_validate(settings))
         except pydantic.ValidationError as exc:
             for e in exc.errors():
                 field = ".".join(str(p) for p in ("connections", name, *e["loc"]))
                 problems.append(errors.Problem(path=source, line=None, field=field, message=e["msg"].lower()))
-    if problems:
-        raise errors.FlowFileError(source, problems)
-    return built
+    return validated, problems

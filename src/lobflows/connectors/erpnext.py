@@ -77,13 +77,13 @@ class ErpnextConnector(base.Connector):
             existing = await self._find(p.doctype, p.unique_field, p.doc.get(p.unique_field), context)
             if existing is not None:
                 return existing
-        path = f"/api/resource/{quote(p.doctype)}"
+        path = f"/api/resource/{quote(p.doctype, safe='')}"
         response = await self.client.request("POST", path, json=p.doc, headers=self._headers(), timeout_seconds=context.timeout_seconds)
         return self._data(response, f"create {p.doctype}")
 
     async def action_get(self, params: dict[str, Any], context: base.CallContext) -> Any:
         p: GetParams = base.parse_params(GetParams, params, action=f"{self.name}.get")
-        path = f"/api/resource/{quote(p.doctype)}/{quote(p.name, safe='')}"
+        path = f"/api/resource/{quote(p.doctype, safe='')}/{quote(p.name, safe='')}"
         response = await self.client.request("GET", path, headers=self._headers(), timeout_seconds=context.timeout_seconds)
         return self._data(response, f"get {p.doctype} {p.name}")
 
@@ -92,7 +92,7 @@ class ErpnextConnector(base.Connector):
             raise errors.StepInputError(f"unique_field {field!r} has no value in the document")
         query = {"fields": json.dumps(["*"]), "filters": json.dumps([[field, "=", value]]), "limit_page_length": 1}
         response = await self.client.request(
-            "GET", f"/api/resource/{quote(doctype)}", params=query, headers=self._headers(), timeout_seconds=context.timeout_seconds
+            "GET", f"/api/resource/{quote(doctype, safe='')}", params=query, headers=self._headers(), timeout_seconds=context.timeout_seconds
         )
         rows = self._data(response, f"look up {doctype} by {field}")
         return rows[0] if rows else None

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pydantic
 
 from lobflows.connectors import _http, base
+from lobflows.secrets import redactor
 
 
 class Auth(base.Settings):
@@ -29,10 +30,21 @@ class HttpSettings(base.Settings):
 class RequestParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str = "/"
+    path: str = pydantic.Field(default="/", description="Relative to the connection's base_url.")
     json_: Any = pydantic.Field(default=None, alias="json")
     params: dict[str, Any] = pydantic.Field(default_factory=dict)
     headers: dict[str, str] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        # An absolute URL would carry the connection's credentials to
+        # whatever host run data names.
+        if "://" in path or path.startswith("//") or "\\" in path:
+            raise ValueError("must be a path relative to the connection's base_url, not a URL")
+        return path
+
+
 
 
 def auth_headers(auth: Auth | None, secrets: Any) -> dict[str, str]:
@@ -45,7 +57,9 @@ def auth_headers(auth: Auth | None, secrets: Any) -> dict[str, str]:
     if auth.kind == "token":
         return {"Authorization": f"token {value}"}
     if auth.kind == "basic":
-        return {"Authorization": "Basic " + base64.b64encode(value.encode()).decode()}
+        encoded = base64.b64encode(value.encode()).decode()
+        redactor.register(encoded)  # an echo of the header must not reveal it
+        return {"Authorization": f"Basic {encoded}"}
     return {auth.header: value}
 
 

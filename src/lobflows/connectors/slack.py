@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pydantic
 
 from lobflows.connectors import _http, base
+from lobflows.secrets import redactor
 
 
 class SlackWebhookSettings(base.Settings):
@@ -41,11 +42,17 @@ class SlackWebhookConnector(base.Connector):
 
     def __init__(self, name: str, settings: SlackWebhookSettings, secrets: Any) -> None:
         super().__init__(name, settings, secrets)
-        self.client = _http.GuardedClient(connection=name, timeout_seconds=settings.timeout_seconds, allow_networks=settings.allow_networks)
+        self.client = _http.GuardedClient(
+            connection=name,
+            timeout_seconds=settings.timeout_seconds,
+            allow_networks=settings.allow_networks,
+            path_is_secret=True,
+        )
 
     async def action_post(self, params: dict[str, Any], context: base.CallContext) -> Any:
         p: PostParams = base.parse_params(PostParams, params, action=f"{self.name}.post")
         url = self.secrets.get(self.settings.url_secret)
+        redactor.register(urlsplit(url).path)
         payload = p.model_dump(exclude_none=True)
         response = await self.client.request("POST", url, json=payload, timeout_seconds=context.timeout_seconds)
         if response.is_error:

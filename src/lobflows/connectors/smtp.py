@@ -15,7 +15,7 @@ import aiosmtplib
 import pydantic
 
 from lobflows import errors
-from lobflows.connectors import base
+from lobflows.connectors import _http, base
 
 
 class SmtpSettings(base.Settings):
@@ -27,6 +27,7 @@ class SmtpSettings(base.Settings):
     from_address: str = pydantic.Field(alias="from", description="Default sender.")
     timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
     message_id_domain: str = pydantic.Field(default="lobflows.local")
+    allow_networks: list[str] = pydantic.Field(default_factory=list, description="CIDRs exempt from the address guard.")
 
 
 class SendParams(pydantic.BaseModel):
@@ -64,9 +65,14 @@ class SmtpConnector(base.Connector):
     settings_model = SmtpSettings
     actions = {"send": "Send one message (text and/or HTML) to one or more recipients."}
 
+    def __init__(self, name: str, settings: SmtpSettings, secrets: Any) -> None:
+        super().__init__(name, settings, secrets)
+        self.guard = _http.AddressGuard(settings.allow_networks)
+
     async def action_send(self, params: dict[str, Any], context: base.CallContext) -> Any:
         p: SendParams = base.parse_params(SendParams, params, action=f"{self.name}.send")
         message = self._message(p, context)
+        await self.guard.check(self.settings.host, self.settings.port)
         try:
             refused, reply = await aiosmtplib.send(message, **self._smtp_options(context))
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -220,7 +220,7 @@ class Engine:
             key = f"case:{value}"
             return {"branch": key if str(value) in step.cases else "default", "value": value}
         if isinstance(step, models.RespondStep):
-            return step_input
+            return _checked_response(step, step_input)
         raise errors.DefinitionError(f"step {step.id!r} has an unknown kind")
 
     def _condition(self, step: Any, source: str, context: dict[str, Any]) -> bool:
@@ -268,3 +268,19 @@ class Engine:
         reason = "retries exhausted" if exc.retryable else "permanent error"
         log.warning("Run moved to the dead letter queue", extra={"event": "run_dead_lettered", **ids, "dead_letter": letter, "reason": reason, "error": message})
         return _Stop(StepOutcome("failed"))
+
+
+def _checked_response(step: Any, response: Any) -> dict[str, Any]:
+    """A reply that HTTP can carry: a status from 100 to 599, headers of plain text."""
+    try:
+        status = int(response.get("status", 200))
+    except (TypeError, ValueError):
+        status = 0
+    if not 100 <= status <= 599:
+        raise errors.StepInputError(f"step {step.id!r}: status must be an HTTP status from 100 to 599 (got {response.get('status')!r})", step=step.id)
+    headers = response.get("headers") or {}
+    for name, value in headers.items():
+        text = str(value)
+        if any(c in text for c in "\r\n\0") or not text.isascii() or not str(name).isascii():
+            raise errors.StepInputError(f"step {step.id!r}: header {name!r} must be printable ASCII on one line", step=step.id)
+    return {"status": status, "body": response.get("body"), "headers": {str(k): str(v) for k, v in headers.items()}}

@@ -16,6 +16,7 @@ import yaml
 
 from lobflows import errors
 from lobflows.spec import models
+from lobflows.transform import templates
 
 CONNECTIONS_FILE = "connections.yaml"
 FLOW_SUFFIXES = (".yaml", ".yml")
@@ -31,6 +32,7 @@ class LoadedFlow:
     path: str
     digest: str
     document: dict[str, Any]
+    lines: dict[Location, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -46,7 +48,7 @@ class Project:
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
-    """Parse YAML and remember the line of every key and item."""
+    """Parse YAML and remember the line of every key and item; refuse repeated keys."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -59,24 +61,30 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
     lines: dict[Location, int] = {}
     if node is None:
         return None, lines
-    return _construct(node, (), lines), lines
+    repeated: list[errors.Problem] = []
+    document = _construct(node, (), lines, repeated, path)
+    if repeated:
+        raise errors.FlowFileError(path, repeated)
+    return document, lines
 
 
-def _construct(node: yaml.Node, location: Location, lines: dict[Location, int]) -> Any:
+def _construct(node: yaml.Node, location: Location, lines: dict[Location, int], repeated: list[errors.Problem], path: str) -> Any:
     lines[location] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(  # scalars get their YAML 1.1 types, like safe_load
-                ""
-            ).construct_object(key_node)
+            # Scalars get their YAML 1.1 types, as with yaml.safe_load.
+            key = yaml.SafeLoader("").construct_object(key_node)
             child = (*location, key)
+            if key in result:
+                message = f"is given twice (first on line {lines[child]}); the second would silently replace the first"
+                repeated.append(errors.Problem(path=path, line=key_node.start_mark.line + 1, field=_dotted(child), message=message))
             lines[child] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, child, lines)
+            result[key] = _construct(value_node, child, lines, repeated, path)
             lines[child] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*location, i), lines) for i, item in enumerate(node.value)]
+        return [_construct(item, (*location, i), lines, repeated, path) for i, item in enumerate(node.value)]
     return yaml.SafeLoader("").construct_object(node)
 
 
@@ -91,8 +99,65 @@ def load_flow_text(text: str, path: str) -> LoadedFlow:
         spec = models.Flow.model_validate(document)
     except pydantic.ValidationError as exc:
         raise errors.FlowFileError(path, _problems(exc, document, lines, path)) from None
+    problems = _template_problems(document, lines, path)
+    if problems:
+        raise errors.FlowFileError(path, problems)
     digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
-    return LoadedFlow(spec=spec, path=path, digest=digest[:16], document=document)
+    return LoadedFlow(spec=spec, path=path, digest=digest[:16], document=document, lines=lines)
+
+
+def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, Any]]]:
+    """Every raw step with its location in the document, nested ones included."""
+    found: list[tuple[Location, dict[str, Any]]] = []
+
+    def walk(steps: Any, location: Location) -> None:
+        if not isinstance(steps, list):
+            return
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict):
+                continue
+            here = (*location, i)
+            found.append((here, step))
+            for key in ("then", "else", "default"):
+                walk(step.get(key), (*here, key))
+            for case, block in (step.get("cases") or {}).items():
+                walk(block, (*here, "cases", case))
+
+    walk(document.get("steps"), ("steps",))
+    return found
+
+
+def _template_problems(document: dict[str, Any], lines: dict[Location, int], path: str) -> list[errors.Problem]:
+    """Compile every template and condition now, so a typo fails at load, not in a run."""
+    problems: list[errors.Problem] = []
+    for location, step in step_locations(document):
+        for key in ("if", "switch"):
+            if isinstance(step.get(key), str):
+                _try_compile(templates.compile_condition, step[key], (*location, key), lines, path, problems)
+        for key in ("map", "with", "respond"):
+            for where, text in _strings(step.get(key), (*location, key)):
+                _try_compile(templates.compile_template, text, where, lines, path, problems)
+    hook = (document.get("trigger") or {}).get("webhook") or {}
+    if isinstance(hook.get("dedupe"), str):
+        _try_compile(templates.compile_key_template, hook["dedupe"], ("trigger", "webhook", "dedupe"), lines, path, problems)
+    return problems
+
+
+def _strings(value: Any, location: Location) -> list[tuple[Location, str]]:
+    if isinstance(value, str):
+        return [(location, value)] if templates.is_template(value) else []
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _strings(v, (*location, k))]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _strings(v, (*location, i))]
+    return []
+
+
+def _try_compile(compile_: Any, text: str, location: Location, lines: dict[Location, int], path: str, problems: list[errors.Problem]) -> None:
+    try:
+        compile_(text)
+    except errors.TemplateError as exc:
+        problems.append(errors.Problem(path=path, line=_nearest_line(location, lines), field=_dotted(location), message=str(exc)))
 
 
 def load_flow_file(path: Path) -> LoadedFlow:
@@ -105,15 +170,22 @@ def load_flow_file(path: Path) -> LoadedFlow:
 
 
 def flow_files(paths: Iterable[Path]) -> list[Path]:
-    """The flow files named, folders searched recursively; connection files excluded."""
+    """The flow files named, and the ``*.yaml`` files directly inside folders named.
+
+    Inside a folder, ``connections.yaml``, ``secrets*.yaml`` and hidden files
+    are not flows.
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES)
-        else:
-            candidates = [path]
-        found.extend(p for p in candidates if p.name != CONNECTIONS_FILE)
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FLOW_SUFFIXES and _may_be_flow(p)))
+        elif path.exists():
+            found.append(path)
     return found
+
+
+def _may_be_flow(path: Path) -> bool:
+    return path.name != CONNECTIONS_FILE and not path.name.startswith((".", "secrets"))
 
 
 def load_project(folder: Path) -> Project:
@@ -148,34 +220,37 @@ def load_connections(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(connections, dict):
         problem = errors.Problem(path=str(path), line=1, field="connections", message="expected a mapping of connection name to settings")
         raise errors.FlowFileError(str(path), [problem])
-    return {str(name): _expand_env(settings) for name, settings in connections.items()}
+    unset: list[str] = []
+    expanded = {str(name): _expand_env(settings, unset) for name, settings in connections.items()}
+    if unset:
+        problems = [errors.Problem(path=str(path), line=None, field="", message=f"environment variable {name} is not set and has no default") for name in dict.fromkeys(unset)]
+        raise errors.FlowFileError(str(path), problems)
+    return expanded
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, unset: list[str]) -> Any:
     if isinstance(value, str):
-        return _ENV_REFERENCE.sub(_env_value, value)
+        return _ENV_REFERENCE.sub(lambda match: _env_value(match, unset), value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, unset) for v in value]
     return value
 
 
-def _env_value(match: re.Match[str]) -> str:
+def _env_value(match: re.Match[str], unset: list[str]) -> str:
     name, default = match.group(1), match.group(2)
     value = os.environ.get(name, default)
     if value is None:
-        raise errors.ConfigurationError(f"environment variable {name} is not set and has no default")
+        unset.append(name)
+        return ""
     return value
 
 
-def _name_steps(steps: Any, used: set[str] | None = None) -> set[str]:
+def _name_steps(steps: Any) -> None:
     """Give every step without an id a readable one, e.g. ``erpnext_create``."""
-    used = set() if used is None else used
-    if not isinstance(steps, list):
-        return used
-    all_steps = list(_raw_walk(steps))
-    used.update(s["id"] for s in all_steps if isinstance(s.get("id"), str))
+    all_steps = [step for _, step in step_locations({"steps": steps})]
+    used = {s["id"] for s in all_steps if isinstance(s.get("id"), str)}
     for step in all_steps:
         if "id" in step:
             continue
@@ -185,21 +260,6 @@ def _name_steps(steps: Any, used: set[str] | None = None) -> set[str]:
             candidate, n = f"{base}_{n}", n + 1
         step["id"] = candidate
         used.add(candidate)
-    return used
-
-
-def _raw_walk(steps: list[Any]) -> Iterable[dict[str, Any]]:
-    for step in steps:
-        if not isinstance(step, dict):
-            continue
-        yield step
-        for key in ("then", "else", "default"):
-            if isinstance(step.get(key), list):
-                yield from _raw_walk(step[key])
-        if isinstance(step.get("cases"), dict):
-            for block in step["cases"].values():
-                if isinstance(block, list):
-                    yield from _raw_walk(block)
 
 
 def _default_id(step: dict[str, Any]) -> str:

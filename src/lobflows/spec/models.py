@@ -160,7 +160,7 @@ class SwitchStep(StepBase):
 
 
 class Response(Model):
-    status: int = Field(default=200, ge=100, le=599)
+    status: int | str = Field(default=200, description="HTTP status, or a template giving one.")
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ DEFAULT_STEP_DATA_BUDGET_BYTES = 65_536
 CUT_MARKER = "_lobflows_cut"
 _MIGRATIONS = str(Path(__file__).with_name("migrations"))
 ACTIVE_STATUSES = ("queued", "running")
+SUPPORTED_SCHEMES = ("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
 
 
 def database_url(url: str) -> str:
@@ -116,7 +117,13 @@ class RunStore:
     """Durable state of every run, shared by all workers of one installation."""
 
     def __init__(self, url: str, *, step_data_budget_bytes: int = DEFAULT_STEP_DATA_BUDGET_BYTES) -> None:
+        if not url.startswith(SUPPORTED_SCHEMES):
+            raise errors.ConfigurationError(
+                f"run store URL {_without_password(url)!r} is not supported: use sqlite:///path/to/file.db or postgresql://user@host/dbname"
+            )
         self.url = database_url(url)
+        self.display_url = _without_password(url)
+        _check_sqlite_folder(self.url)
         self.step_data_budget_bytes = step_data_budget_bytes
         self.engine = _create_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -126,8 +133,12 @@ class RunStore:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest version."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise errors.ConfigurationError(f"cannot open the run store {self.display_url}: {reason}") from None
 
     # -- flow versions -------------------------------------------------
 
@@ -380,10 +391,13 @@ class RunStore:
 
     async def find_run(self, prefix: str) -> RunRecord:
         """A run by its id or an unambiguous prefix of at least six characters."""
+        prefix = prefix.strip().lower()
         if len(prefix) >= 32:
             return await self.get_run(prefix)
         if len(prefix) < 6:
             raise errors.RunNotFoundError(f"run id {prefix!r} is too short: give at least 6 characters")
+        if any(c not in "0123456789abcdef" for c in prefix):
+            raise errors.RunNotFoundError(f"{prefix!r} is not a run id: run ids are hexadecimal")
         r = tables.runs
         async with self.engine.connect() as conn:
             ids = list((await conn.execute(sa.select(r.c.id).where(r.c.id.like(prefix + "%")).limit(2))).scalars())
@@ -434,35 +448,47 @@ class RunStore:
             raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
         return DeadLetter(**row._mapping)
 
-    async def replay_dead_letter(self, dead_letter_id: int, *, corrected_input: Any = None) -> str:
-        """Queue the run again from its failed step, optionally with a corrected step input."""
+    async def replay_dead_letter(
+        self, dead_letter_id: int, *, corrected_input: Any = None, corrected_run_input: Any = None
+    ) -> str:
+        """Queue the run again from its failed step.
+
+        `corrected_input` replaces the failed step's input; `corrected_run_input`
+        replaces the run's input (the trigger payload) that every step reads.
+        Only an open dead letter can be replayed, once.
+        """
         letter = await self.dead_letter(dead_letter_id)
-        if letter.status != "open":
-            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
         run = await self.get_run(letter.run_id)
         overrides = dict(run.overrides or {})
         if corrected_input is not None:
             overrides[letter.step] = corrected_input
+        run_values: dict[str, Any] = {}
+        if corrected_run_input is not None:
+            run_values["input"] = corrected_run_input
         now = time.time()
         async with self.engine.begin() as conn:
-            await conn.execute(
-                tables.dead_letters.update().where(tables.dead_letters.c.id == dead_letter_id).values(status="replayed", resolved_at=now)
+            d = tables.dead_letters
+            claimed = await conn.execute(
+                d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="replayed", resolved_at=now)
             )
+            if claimed.rowcount != 1:
+                raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
             await conn.execute(
                 tables.runs.update()
                 .where(tables.runs.c.id == letter.run_id)
-                .values(status="queued", error=None, overrides=overrides or None, current_attempts=0, due_at=now, finished_at=None, updated_at=now)
+                .values(status="queued", error=None, overrides=overrides or None, current_attempts=0, due_at=now, finished_at=None, updated_at=now, **run_values)
             )
         return letter.run_id
 
     async def discard_dead_letter(self, dead_letter_id: int) -> None:
         letter = await self.dead_letter(dead_letter_id)
-        if letter.status != "open":
-            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
+        d = tables.dead_letters
         async with self.engine.begin() as conn:
-            await conn.execute(
-                tables.dead_letters.update().where(tables.dead_letters.c.id == dead_letter_id).values(status="discarded", resolved_at=time.time())
+            result = await conn.execute(
+                d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="discarded", resolved_at=time.time())
             )
+        if result.rowcount != 1:
+            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
 
     # -- retention -------------------------------------------------------
 
@@ -498,6 +524,23 @@ class RunStore:
             return 0
         async with self.engine.connect() as conn:
             return int((await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one())
+
+
+def _check_sqlite_folder(url: str) -> None:
+    # Checked up front: a failed SQLite open leaves the driver's thread behind.
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise errors.ConfigurationError(f"cannot open the run store {url.split(':', 1)[0].split('+')[0]}:///{parsed.database}: folder {folder} does not exist")
+
+
+def _without_password(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1]
 
 
 def _create_engine(url: str) -> AsyncEngine:

@@ -57,8 +57,19 @@ def _iso_date(value: Any, input_format: str | None = None) -> str:
         raise errors.TemplateError(f"{text!r} is not a date in the format {expected}") from None
 
 
-def _environment() -> _Environment:
-    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+def _text(value: Any) -> Any:
+    """In text, null is empty: "Hello {{ x }}" with x null reads "Hello ", not "Hello None"."""
+    return "" if value is None else value
+
+
+def _key_part(value: Any) -> Any:
+    if value is None or value == "":
+        raise MissingValueError("a value in the key is null or empty")
+    return value
+
+
+def _environment(finalize: Any = _text) -> _Environment:
+    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=finalize)
     env.filters["iso_date"] = _iso_date
     # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
     # Python functions that an attacker could try to walk from.
@@ -67,6 +78,7 @@ def _environment() -> _Environment:
 
 
 _env = _environment()
+_key_env = _environment(_key_part)
 
 
 class Template:
@@ -74,14 +86,14 @@ class Template:
 
     __slots__ = ("source", "_template", "_expression")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, env: _Environment = _env) -> None:
         self.source = source
-        self._expression = _single_expression(source)
+        self._expression = _single_expression(source) if env is _env else None
         try:
             if self._expression is not None:
-                self._template = _env.compile_expression(self._expression, undefined_to_none=False)
+                self._template = env.compile_expression(self._expression, undefined_to_none=False)
             else:
-                self._template = _env.from_string(source)
+                self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise errors.TemplateError(f"template {source!r} is not valid: {exc.message}") from None
 
@@ -132,6 +144,12 @@ def _single_expression(source: str) -> str | None:
 def compile_template(source: str) -> Template:
     """Compile once; the cache is keyed by the template text."""
     return Template(source)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_key_template(source: str) -> Template:
+    """A template that builds a key: a null or empty value in it is an error."""
+    return Template(source, env=_key_env)
 
 
 @functools.lru_cache(maxsize=1024)

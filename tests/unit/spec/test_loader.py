@@ -106,7 +106,7 @@ def test_load_connections_names_an_unset_variable(tmp_path: Path):
     path = tmp_path / "connections.yaml"
     path.write_text("connections:\n  crm: {type: http, base_url: '${NO_SUCH_VARIABLE_Y}'}\n")
 
-    with pytest.raises(errors.ConfigurationError, match="NO_SUCH_VARIABLE_Y is not set"):
+    with pytest.raises(errors.FlowFileError, match="NO_SUCH_VARIABLE_Y is not set"):
         loader.load_connections(path)
 
 
@@ -115,3 +115,30 @@ def test_load_project_loads_the_onboarding_example():
 
     assert list(project.flows) == ["employee-onboarding"]
     assert set(project.connections) == {"erpnext", "mail", "chat"}
+
+
+def test_load_flow_text_refuses_a_key_given_twice():
+    text = flow_text("  - map: {a: x}\n") + "steps:\n  - map: {b: y}\n"
+
+    [problem] = problems_of(text)
+
+    assert problem.field == "steps" and problem.line == 12
+    assert "is given twice (first on line 10)" in problem.message
+
+
+def test_load_flow_text_compiles_every_template_at_load():
+    steps = "  - map: {a: '{{ input.b '}\n  - if: 'input.x |'\n    then: []\n  - call: crm.request\n    with: {q: '{{ x | nosuchfilter }}'}\n"
+
+    problems = problems_of(flow_text(steps))
+
+    assert [p.field for p in problems] == ["steps[0].map.a", "steps[1].if", "steps[2].with.q"]
+    assert "nosuchfilter" in problems[2].message
+
+
+def test_flow_files_skips_connections_secrets_hidden_and_nested_files(tmp_path: Path):
+    for name in ("a.yaml", "b.yml", "connections.yaml", "secrets.demo.yaml", ".hidden.yaml", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "c.yaml").write_text("x")
+
+    assert [p.name for p in loader.flow_files([tmp_path])] == ["a.yaml", "b.yml"]
