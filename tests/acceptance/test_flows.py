@@ -72,3 +72,14 @@ def test_run_command_names_an_unknown_flow_and_lists_the_known_ones(store_url: s
     assert result.returncode == 3
     assert "no flow named 'no-such-flow'; loaded flows: quote" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("tier", ["gold\r\nSet-Cookie: a=b", "ünï 🎉"], ids=["header-injection", "non-ascii"])
+async def test_sync_webhook_refuses_a_reply_header_http_cannot_carry(quote_server, store: RunStore, tier: str):
+    reply = post(quote_server, {"customer": "Umbrella", "quantity": 1, "tier": tier})
+
+    assert reply.status_code == 502
+    assert "header 'X-Quote-Tier' must be printable ASCII on one line" in reply.json()["error"]
+    assert "set-cookie" not in reply.headers
+    [letter] = await store.dead_letters()
+    assert letter.step == "respond"
