@@ -86,6 +86,7 @@ async def drive(store: RunStore, version_id: int, tasks: int, seconds: float) ->
 
 @contextlib.asynccontextmanager
 async def open_store(kind: str, work_dir: Path) -> AsyncIterator[RunStore]:
+    """A migrated run store on a fresh database, closed (and dropped) afterwards."""
     with contextlib.ExitStack() as stack:
         if kind == "sqlite":
             url = f"sqlite:///{work_dir / 'runs.db'}"
@@ -100,6 +101,7 @@ async def open_store(kind: str, work_dir: Path) -> AsyncIterator[RunStore]:
 
 
 async def main_async(kind: str, levels: list[int], seconds: float) -> None:
+    """Register a flow version, then drive each level in turn."""
     with tempfile.TemporaryDirectory(prefix="lobflows-store-") as work_dir:
         async with open_store(kind, Path(work_dir)) as store:
             version_id, _ = await store.register_flow_version(

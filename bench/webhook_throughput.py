@@ -155,12 +155,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
 
 
 def log_tail(log_dir: Path, name: str, lines: int = 30) -> str:
+    """The last lines of a child's log, for error messages."""
     path = log_dir / f"{name}.log"
     if not path.exists():
         return ""
@@ -196,6 +198,7 @@ def smoke_test(name: str, url: str, log_dir: Path) -> None:
 
 
 def sink_count(port: int) -> int:
+    """How many POSTs the sink has received so far."""
     with urllib.request.urlopen(f"http://{HOST}:{port}/count", timeout=5) as answer:
         return int(json.loads(answer.read())["received"])
 
@@ -204,6 +207,7 @@ def sink_count(port: int) -> int:
 
 
 def require_wrk() -> str:
+    """The path of wrk, or a clear error naming the package to install."""
     path = shutil.which("wrk")
     if path is None:
         raise BenchError("wrk is not installed: install it with `apt-get install wrk` (Debian/Ubuntu)")
@@ -211,6 +215,7 @@ def require_wrk() -> str:
 
 
 def wrk_version(wrk: str) -> str:
+    """wrk's version line, for the results file."""
     done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
     return (done.stdout + done.stderr).splitlines()[0].strip() if done.stdout + done.stderr else "?"
 
@@ -294,10 +299,12 @@ class RunCounter:
         return int(row[0])
 
     def finished_between(self, status: str, start: float, end: float) -> int:
+        """Runs with this status whose finished_at lies in [start, end)."""
         sql = "SELECT count(*) FROM runs WHERE status = ? AND finished_at >= ? AND finished_at < ?"
         return self._scalar(sql, status, start, end)
 
     def active(self) -> int:
+        """Runs still queued or running."""
         return self._scalar("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
 
     def settle(self) -> int:
@@ -402,6 +409,7 @@ class Plan:
 
 
 def warm_up(plan: Plan, url: str) -> None:
+    """Unmeasured load first, so that caches and connection pools are warm."""
     if plan.warmup_seconds > 0:
         run_wrk(plan.wrk, url, plan.script, min(10, max(plan.levels)), plan.warmup_seconds)
 
@@ -445,6 +453,7 @@ def measure_level(
 
 @contextlib.contextmanager
 def store_url(plan: Plan, store: str) -> Iterator[str]:
+    """A store URL for a fresh, empty database of the given kind."""
     if store == "sqlite":
         yield f"sqlite:///{plan.work_dir / f'runs-{uuid.uuid4().hex[:8]}.db'}"
     else:
@@ -453,6 +462,7 @@ def store_url(plan: Plan, store: str) -> Iterator[str]:
 
 
 def open_counter(url: str) -> RunCounter:
+    """A read-only run counter for the store behind a URL."""
     if url.startswith("sqlite:///"):
         return RunCounter.sqlite(Path(url[len("sqlite:///") :]))
     return RunCounter.postgresql(url)
@@ -514,6 +524,7 @@ def profile_suffix(plan: Plan) -> str:
 
 
 def find_py_spy() -> str | None:
+    """py-spy beside this Python, else on the PATH, else None."""
     beside = Path(sys.executable).with_name("py-spy")
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
@@ -598,6 +609,7 @@ class TargetCheck:
 
 
 def check_targets(stores: dict[str, ServerResult], baseline: ServerResult) -> list[TargetCheck]:
+    """Every target of PERFORMANCE.md that this benchmark can judge."""
     checks = [_runs_target(stores.get("sqlite")), _p50_target(stores.get("sqlite"))]
     for store, server in stores.items():
         checks.append(_overhead_target(store, server, baseline))
@@ -670,6 +682,7 @@ def report(plan: Plan, baseline: ServerResult, stores: dict[str, ServerResult]) 
 def write_json(
     plan: Plan, baseline: ServerResult, stores: dict[str, ServerResult], wrk: str
 ) -> Path:
+    """Every figure of the run, to bench/results/<timestamp>.json."""
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"{plan.stamp}.json"
     document = {
@@ -689,9 +702,10 @@ def write_json(
 
 
 def machine_facts(wrk: str) -> dict[str, Any]:
+    """What the figures depend on besides the code."""
     return {
         "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
+        "load_average_at_end": os.getloadavg()[0],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "lobflows": importlib.metadata.version("lobflows"),
@@ -700,6 +714,7 @@ def machine_facts(wrk: str) -> dict[str, Any]:
 
 
 def print_profile_summary(stores: dict[str, ServerResult], plan: Plan) -> None:
+    """Where each profile went, and for raw profiles the hot spots."""
     for server in stores.values():
         if server.profile is None:
             continue
@@ -713,6 +728,7 @@ def print_profile_summary(stores: dict[str, ServerResult], plan: Plan) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Load per level (default 10).")
     parser.add_argument("--warmup", type=float, default=3.0, help="Warm-up per server (default 3).")
@@ -729,7 +745,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="uvicorn's event loop for the baseline (default auto: uvloop when installed).",
     )
     args = parser.parse_args(argv)
-    args.level_list = [int(x) for x in args.levels.split(",") if x.strip()]
+    try:
+        args.level_list = [int(x) for x in args.levels.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--levels needs positive integers, e.g. 1,10,50")
     args.store_list = [x.strip() for x in args.stores.split(",") if x.strip()]
     if not args.level_list or min(args.level_list) < 1:
         parser.error("--levels needs positive integers, e.g. 1,10,50")
@@ -741,6 +760,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_profiler(wanted: bool) -> None:
+    """Fail before starting anything if --profile cannot work."""
     if wanted and find_py_spy() is None:
         raise BenchError(
             "--profile needs py-spy: install it with `pip install py-spy` "
