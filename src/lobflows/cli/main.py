@@ -105,7 +105,7 @@ def _fail(message: str, code: int, hint: str | None = None) -> None:
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; errors become one line and a named exit code."""
     try:
-        return asyncio.run(coroutine)
+        return _event_loop_runner()(coroutine)
     except typer.Exit:
         raise
     except errors.FlowFileError as exc:
@@ -123,6 +123,15 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
             err_console.print_exception()
         _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_INTERNAL, "run again with --verbose to see the traceback")
     raise AssertionError("unreachable")
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
+    """uvloop where it is installed (it comes with uvicorn[standard]), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 def _read_json(path: Path, what: str) -> Any:

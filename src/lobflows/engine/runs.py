@@ -119,10 +119,14 @@ class Engine:
 
     # -- execution ------------------------------------------------------
 
-    async def execute(self, run: RunRecord) -> StepOutcome:
-        """Run the steps that have not succeeded yet, until the end, a retry or a dead letter."""
+    async def execute(self, run: RunRecord, *, fresh: bool = False) -> StepOutcome:
+        """Run the steps that have not succeeded yet, until the end, a retry or a dead letter.
+
+        `fresh` says the run was just created here, so its journal is empty
+        and need not be read.
+        """
         flow = await self._flow_of(run)
-        completed = await self.store.completed_steps(run.id)
+        completed = {} if fresh else await self.store.completed_steps(run.id)
         context = {"input": run.input, "trigger": run.trigger_data or {}, "steps": dict(completed), "run": {"id": run.id, "flow": run.flow}}
         state = _Pass(run=run, flow=flow, completed=completed, context=context)
         if completed:

@@ -37,9 +37,9 @@ class Worker:
         self._stopping = asyncio.Event()
         engine.on_retry_scheduled.append(self._wake_at)
 
-    def submit(self, run: RunRecord) -> None:
-        """Execute a run this worker has already claimed."""
-        task = asyncio.create_task(self._execute(run))
+    def submit(self, run: RunRecord, *, fresh: bool = False) -> None:
+        """Execute a run this worker has already claimed (`fresh`: created just now)."""
+        task = asyncio.create_task(self._execute(run, fresh=fresh))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -82,10 +82,10 @@ class Worker:
         except TimeoutError:
             pass
 
-    async def _execute(self, run: RunRecord) -> None:
+    async def _execute(self, run: RunRecord, *, fresh: bool) -> None:
         async with self._slots:
             try:
-                await self.engine.execute(run)
+                await self.engine.execute(run, fresh=fresh)
             except Exception:
                 # The store or the flow definition failed, not a step: the lease
                 # runs out and another pass (or worker) takes the run up again.

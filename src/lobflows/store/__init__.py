@@ -7,7 +7,6 @@ from lobflows.store.runs import (
     DeadLetter,
     RunRecord,
     RunStore,
-    database_url,
 )
 
-__all__ = ["Attempt", "DeadLetter", "RunRecord", "RunStore", "database_url"]
+__all__ = ["Attempt", "DeadLetter", "RunRecord", "RunStore"]

@@ -1,45 +1,39 @@
-"""The run store's operations. Every method is one short transaction.
+"""The run store's operations.
 
-SQLite is used through a single connection, so writes never contend and
-"database is locked" cannot happen inside one process; WAL mode lets other
-processes (the CLI) read meanwhile. PostgreSQL uses a pool, and workers claim
-due runs with ``FOR UPDATE SKIP LOCKED``.
+Writes go through one group writer per process (see `writer`): each write is
+a function of a connection, committed together with the writes of other runs
+waiting at the same moment. Reads use a pool of their own; SQLite's WAL mode
+lets them run beside the writer and beside other processes. Workers claim due
+runs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from lobflows import errors
-from lobflows.store import tables
+from lobflows.store import engines, tables
+from lobflows.store.writer import GroupWriter
 
+T = TypeVar("T")
 DEFAULT_STEP_DATA_BUDGET_BYTES = 65_536
 CUT_MARKER = "_lobflows_cut"
 _MIGRATIONS = str(Path(__file__).with_name("migrations"))
 ACTIVE_STATUSES = ("queued", "running")
-SUPPORTED_SCHEMES = ("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
 
 
-def database_url(url: str) -> str:
-    """Pick the async driver for a plain database URL."""
-    if url.startswith("sqlite:"):
-        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 @dataclass(frozen=True)
@@ -117,18 +111,18 @@ class RunStore:
     """Durable state of every run, shared by all workers of one installation."""
 
     def __init__(self, url: str, *, step_data_budget_bytes: int = DEFAULT_STEP_DATA_BUDGET_BYTES) -> None:
-        if not url.startswith(SUPPORTED_SCHEMES):
-            raise errors.ConfigurationError(
-                f"run store URL {_without_password(url)!r} is not supported: use sqlite:///path/to/file.db or postgresql://user@host/dbname"
-            )
-        self.url = database_url(url)
-        self.display_url = _without_password(url)
-        _check_sqlite_folder(self.url)
+        engines.check_url(url)
+        self.url = url
+        self.display_url = engines.display_url(url)
+        self.is_sqlite = engines.is_sqlite(url)
         self.step_data_budget_bytes = step_data_budget_bytes
-        self.engine = _create_engine(self.url)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.engine = engines.create_read_engine(url)
+        self._writer: GroupWriter | None = None
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
         await self.engine.dispose()
 
     async def migrate(self) -> None:
@@ -140,21 +134,28 @@ class RunStore:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise errors.ConfigurationError(f"cannot open the run store {self.display_url}: {reason}") from None
 
+    async def _write(self, write: Callable[[sa.Connection], T]) -> T:
+        if self._writer is None:
+            # Started on first use: read-only commands never need the thread.
+            self._writer = GroupWriter(engines.create_write_engine(self.url))
+        return await self._writer.submit(write)
+
     # -- flow versions -------------------------------------------------
 
     async def register_flow_version(self, *, flow: str, digest: str, definition: dict[str, Any]) -> tuple[int, int]:
         """Store a flow definition once per distinct content; return (id, version)."""
         t = tables.flow_versions
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(sa.select(t.c.id, t.c.version).where(t.c.flow == flow, t.c.digest == digest))).first()
+
+        def write(conn: sa.Connection) -> tuple[int, int]:
+            row = conn.execute(sa.select(t.c.id, t.c.version).where(t.c.flow == flow, t.c.digest == digest)).first()
             if row is not None:
                 return row.id, row.version
-            latest = (await conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.flow == flow))).scalar()
+            latest = conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.flow == flow)).scalar()
             version = (latest or 0) + 1
-            result = await conn.execute(
-                t.insert().values(flow=flow, version=version, digest=digest, definition=definition, created_at=time.time()).returning(t.c.id)
-            )
-            return result.scalar_one(), version
+            values = {"flow": flow, "version": version, "digest": digest, "definition": definition, "created_at": time.time()}
+            return conn.execute(t.insert().values(**values).returning(t.c.id)).scalar_one(), version
+
+        return await self._write(write)
 
     async def flow_definition(self, flow_version_id: int) -> dict[str, Any]:
         t = tables.flow_versions
@@ -184,9 +185,8 @@ class RunStore:
         lease owner starts out claimed by that worker.
         """
         now = time.time()
-        run_id = new_run_id()
         values = {
-            "id": run_id,
+            "id": new_run_id(),
             "flow": flow,
             "flow_version_id": flow_version_id,
             "status": "running" if lease_owner else "queued",
@@ -201,8 +201,7 @@ class RunStore:
             "updated_at": now,
         }
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(tables.runs.insert().values(**values))
+            await self._write(lambda conn: conn.execute(tables.runs.insert().values(**values)))
         except IntegrityError:
             if dedupe_key is None:
                 raise
@@ -224,65 +223,61 @@ class RunStore:
     async def claim_runs(self, *, owner: str, limit: int, lease_seconds: float) -> list[RunRecord]:
         """Lease due queued runs, and running runs whose lease ran out."""
         r = tables.runs
-        now = time.time()
-        due = sa.or_(
-            sa.and_(r.c.status == "queued", r.c.due_at <= now),
-            sa.and_(r.c.status == "running", r.c.lease_expires_at < now),
-        )
-        candidates = sa.select(r.c.id).where(due).order_by(r.c.due_at).limit(limit)
-        if not self.is_sqlite:
-            candidates = candidates.with_for_update(skip_locked=True)
-        async with self.engine.begin() as conn:
-            ids = list((await conn.execute(candidates)).scalars())
+
+        def write(conn: sa.Connection) -> list[RunRecord]:
+            now = time.time()
+            due = sa.or_(
+                sa.and_(r.c.status == "queued", r.c.due_at <= now),
+                sa.and_(r.c.status == "running", r.c.lease_expires_at < now),
+            )
+            candidates = sa.select(r.c.id).where(due).order_by(r.c.due_at).limit(limit)
+            if not self.is_sqlite:
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(conn.execute(candidates).scalars())
             if not ids:
                 return []
-            await conn.execute(
+            # The condition is repeated so a run another process took in between stays theirs.
+            conn.execute(
                 r.update()
-                .where(r.c.id.in_(ids))
+                .where(r.c.id.in_(ids), due)
                 .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
             )
-            rows = (await conn.execute(sa.select(r).where(r.c.id.in_(ids)))).all()
-        return [_run_record(row) for row in rows]
+            rows = conn.execute(sa.select(r).where(r.c.id.in_(ids), r.c.lease_owner == owner, r.c.updated_at == now)).all()
+            return [_run_record(row) for row in rows]
+
+        return await self._write(write)
 
     async def claim_run(self, run_id: str, *, owner: str, lease_seconds: float) -> RunRecord | None:
         """Lease one run if it is due, already ours, or its lease ran out."""
         r = tables.runs
-        now = time.time()
-        claimable = sa.or_(
-            sa.and_(r.c.status == "queued", r.c.due_at <= now),
-            sa.and_(r.c.status == "running", sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now)),
-        )
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+
+        def write(conn: sa.Connection) -> RunRecord | None:
+            now = time.time()
+            claimable = sa.or_(
+                sa.and_(r.c.status == "queued", r.c.due_at <= now),
+                sa.and_(r.c.status == "running", sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now)),
+            )
+            result = conn.execute(
                 r.update()
                 .where(r.c.id == run_id, claimable)
                 .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
             )
             if result.rowcount != 1:
                 return None
-            row = (await conn.execute(sa.select(r).where(r.c.id == run_id))).one()
-        return _run_record(row)
+            return _run_record(conn.execute(sa.select(r).where(r.c.id == run_id)).one())
+
+        return await self._write(write)
 
     async def renew_leases(self, *, owner: str, lease_seconds: float) -> int:
         r = tables.runs
-        now = time.time()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                r.update()
-                .where(r.c.lease_owner == owner, r.c.status == "running")
-                .values(lease_expires_at=now + lease_seconds)
-            )
-        return result.rowcount
+        statement = r.update().where(r.c.lease_owner == owner, r.c.status == "running")
+        return await self._write(lambda conn: conn.execute(statement.values(lease_expires_at=time.time() + lease_seconds)).rowcount)
 
     async def release_leases(self, *, owner: str) -> None:
         """Hand a stopping worker's runs back at once instead of when the lease ends."""
         r = tables.runs
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                r.update()
-                .where(r.c.lease_owner == owner, r.c.status == "running")
-                .values(status="queued", lease_owner=None, lease_expires_at=None, due_at=time.time())
-            )
+        statement = r.update().where(r.c.lease_owner == owner, r.c.status == "running")
+        await self._write(lambda conn: conn.execute(statement.values(status="queued", lease_owner=None, lease_expires_at=None, due_at=time.time())))
 
     # -- journaling steps ------------------------------------------------
 
@@ -306,12 +301,11 @@ class RunStore:
     ) -> None:
         """Journal a succeeded step; the run's attempt counter starts over."""
         now = time.time()
+        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="succeeded", input=input, output=output, started_at=started_at, finished_at=now)
         run_values: dict[str, Any] = {"current_step": None, "current_attempts": 0, "updated_at": now}
         if response is not None:
             run_values["response"] = response
-        async with self.engine.begin() as conn:
-            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="succeeded", input=input, output=output, started_at=started_at, finished_at=now)
-            await conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values))
+        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values))
 
     async def record_retry(
         self,
@@ -326,13 +320,9 @@ class RunStore:
     ) -> None:
         """Journal a failed attempt and put the run back in the queue for later."""
         now = time.time()
-        async with self.engine.begin() as conn:
-            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="failed", input=input, error=error, retryable=True, started_at=started_at, finished_at=now, next_attempt_at=next_attempt_at)
-            await conn.execute(
-                tables.runs.update()
-                .where(tables.runs.c.id == run_id)
-                .values(status="queued", current_step=step, current_attempts=attempt, due_at=next_attempt_at, lease_owner=None, lease_expires_at=None, updated_at=now)
-            )
+        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="failed", input=input, error=error, retryable=True, started_at=started_at, finished_at=now, next_attempt_at=next_attempt_at)
+        run_values = {"status": "queued", "current_step": step, "current_attempts": attempt, "due_at": next_attempt_at, "lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values))
 
     async def record_dead_letter(
         self,
@@ -348,36 +338,30 @@ class RunStore:
     ) -> int:
         """Journal the last attempt, fail the run and park it in the dead letter queue."""
         now = time.time()
-        async with self.engine.begin() as conn:
-            await self._insert_attempt(conn, run_id=run_id, step=step, attempt=attempt, status="dead", input=input, error=error, retryable=retryable, started_at=started_at, finished_at=now)
-            await conn.execute(
-                tables.runs.update()
-                .where(tables.runs.c.id == run_id)
-                .values(status="failed", error=error, current_step=step, current_attempts=attempt, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
-            )
-            result = await conn.execute(
-                tables.dead_letters.insert()
-                .values(run_id=run_id, flow=flow, step=step, error=error, step_input=self._cut(input), status="open", created_at=now)
-                .returning(tables.dead_letters.c.id)
-            )
-            return result.scalar_one()
+        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="dead", input=input, error=error, retryable=retryable, started_at=started_at, finished_at=now)
+        run_values = {"status": "failed", "error": error, "current_step": step, "current_attempts": attempt, "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now}
+        letter = {"run_id": run_id, "flow": flow, "step": step, "error": error, "step_input": attempt_row["input"], "status": "open", "created_at": now}
+
+        def write(conn: sa.Connection) -> int:
+            self._journal(conn, attempt_row, run_id, run_values)
+            return conn.execute(tables.dead_letters.insert().values(**letter).returning(tables.dead_letters.c.id)).scalar_one()
+
+        return await self._write(write)
 
     async def finish_run(self, run_id: str) -> None:
         now = time.time()
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                tables.runs.update()
-                .where(tables.runs.c.id == run_id)
-                .values(status="succeeded", error=None, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
-            )
+        run_values = {"status": "succeeded", "error": None, "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now}
+        await self._write(lambda conn: conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)))
 
-    async def _insert_attempt(self, conn: AsyncConnection, **values: Any) -> None:
-        values["input"] = self._cut(values.get("input"))
-        values["output"] = self._cut(values.get("output"))
-        await conn.execute(tables.step_attempts.insert().values(**values))
+    def _attempt_row(self, **values: Any) -> dict[str, Any]:
+        values["input"] = cut_to_budget(values.get("input"), self.step_data_budget_bytes)
+        values["output"] = cut_to_budget(values.get("output"), self.step_data_budget_bytes)
+        return values
 
-    def _cut(self, value: Any) -> Any:
-        return cut_to_budget(value, self.step_data_budget_bytes)
+    @staticmethod
+    def _journal(conn: sa.Connection, attempt_row: dict[str, Any], run_id: str, run_values: dict[str, Any]) -> None:
+        conn.execute(tables.step_attempts.insert().values(**attempt_row))
+        conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values))
 
     # -- reading ---------------------------------------------------------
 
@@ -465,29 +449,28 @@ class RunStore:
         run_values: dict[str, Any] = {}
         if corrected_run_input is not None:
             run_values["input"] = corrected_run_input
-        now = time.time()
-        async with self.engine.begin() as conn:
-            d = tables.dead_letters
-            claimed = await conn.execute(
-                d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="replayed", resolved_at=now)
-            )
+        d = tables.dead_letters
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            claimed = conn.execute(d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="replayed", resolved_at=now))
             if claimed.rowcount != 1:
                 raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
-            await conn.execute(
+            conn.execute(
                 tables.runs.update()
                 .where(tables.runs.c.id == letter.run_id)
                 .values(status="queued", error=None, overrides=overrides or None, current_attempts=0, due_at=now, finished_at=None, updated_at=now, **run_values)
             )
+
+        await self._write(write)
         return letter.run_id
 
     async def discard_dead_letter(self, dead_letter_id: int) -> None:
         letter = await self.dead_letter(dead_letter_id)
         d = tables.dead_letters
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="discarded", resolved_at=time.time())
-            )
-        if result.rowcount != 1:
+        statement = d.update().where(d.c.id == dead_letter_id, d.c.status == "open")
+        discarded = await self._write(lambda conn: conn.execute(statement.values(status="discarded", resolved_at=time.time())).rowcount)
+        if discarded != 1:
             raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
 
     # -- retention -------------------------------------------------------
@@ -501,67 +484,28 @@ class RunStore:
             .where(r.c.flow == flow, r.c.finished_at < older_than, r.c.id.not_in(open_letters))
             .limit(batch_size)
         )
-        async with self.engine.begin() as conn:
-            ids = list((await conn.execute(victims)).scalars())
-            if not ids:
-                return 0
-            # Children first: SQLite enforces cascades only with the pragma on.
+
+        def write(conn: sa.Connection) -> int:
+            ids = list(conn.execute(victims).scalars())
+            # Children first, whether or not the database enforces cascades.
             for child in (tables.step_attempts, tables.timers, tables.dead_letters):
-                await conn.execute(child.delete().where(child.c.run_id.in_(ids)))
-            await conn.execute(r.delete().where(r.c.id.in_(ids)))
-        return len(ids)
+                conn.execute(child.delete().where(child.c.run_id.in_(ids)))
+            conn.execute(r.delete().where(r.c.id.in_(ids)))
+            return len(ids)
+
+        return await self._write(write)
 
     async def release_free_pages(self, *, pages: int = 2000) -> None:
         """Give deleted space back to the file system (SQLite), a few pages at a time."""
-        if not self.is_sqlite:
-            return
-        async with self.engine.connect() as conn:
-            await conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages)})")
-            await conn.commit()
+        if self.is_sqlite:
+            statement = f"PRAGMA incremental_vacuum({int(pages)})"
+            await self._write(lambda conn: conn.exec_driver_sql(statement))
 
     async def free_pages(self) -> int:
         if not self.is_sqlite:
             return 0
         async with self.engine.connect() as conn:
             return int((await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one())
-
-
-def _check_sqlite_folder(url: str) -> None:
-    # Checked up front: a failed SQLite open leaves the driver's thread behind.
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return
-    folder = Path(parsed.database).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise errors.ConfigurationError(f"cannot open the run store {url.split(':', 1)[0].split('+')[0]}:///{parsed.database}: folder {folder} does not exist")
-
-
-def _without_password(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url.split("@")[-1]
-
-
-def _create_engine(url: str) -> AsyncEngine:
-    if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # auto_vacuum only takes effect on a database that has no tables yet,
-    # which is the case when the store creates the file.
-    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: an acknowledged trigger survives a power cut (fsync per commit).
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def _upgrade(connection: sa.Connection) -> None:

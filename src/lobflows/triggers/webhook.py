@@ -66,7 +66,7 @@ class WebhookRoutes:
         if created and self.has_local_worker:
             if hook.mode == "sync":
                 waiter = self.runtime.engine.expect_response(run.id)
-            self.runtime.worker.submit(run)
+            self.runtime.worker.submit(run, fresh=True)
         if hook.mode == "sync":
             return await self._reply_when_ready(run.id, hook, waiter)
         status = 202 if created else 200

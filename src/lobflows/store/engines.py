@@ -1,0 +1,98 @@
+"""Database engines of the run store: URLs, drivers and SQLite's pragmas.
+
+Reads go through an async engine (aiosqlite or psycopg); writes go through a
+synchronous engine owned by the group writer's thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from lobflows import errors
+
+SUPPORTED_SCHEMES = ("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+
+def check_url(url: str) -> None:
+    """Refuse URLs of databases the run store does not support, and SQLite files in missing folders."""
+    if not url.startswith(SUPPORTED_SCHEMES):
+        raise errors.ConfigurationError(
+            f"run store URL {display_url(url)!r} is not supported: use sqlite:///path/to/file.db or postgresql://user@host/dbname"
+        )
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    # Checked up front: a failed SQLite open leaves the driver's thread behind.
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise errors.ConfigurationError(f"cannot open the run store {display_url(url)}: folder {folder} does not exist")
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1]
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _driver_url(url: str, *, asynchronous: bool) -> str:
+    if is_sqlite(url):
+        rest = url.split(":", 1)[1]
+        return ("sqlite+aiosqlite:" if asynchronous else "sqlite:") + rest
+    rest = url.split("://", 1)[1]
+    return "postgresql+psycopg://" + rest
+
+
+def create_read_engine(url: str) -> AsyncEngine:
+    if not is_sqlite(url):
+        return create_async_engine(_driver_url(url, asynchronous=True), pool_size=5, max_overflow=10, pool_recycle=300)
+    # Reads open no transaction on SQLite, so there is nothing to reset.
+    engine = create_async_engine(_driver_url(url, asynchronous=True), pool_size=2, max_overflow=2, pool_reset_on_return=None)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_write_engine(url: str) -> sa.Engine:
+    if not is_sqlite(url):
+        return sa.create_engine(_driver_url(url, asynchronous=False), pool_size=1, max_overflow=0, pool_recycle=300)
+    engine = sa.create_engine(_driver_url(url, asynchronous=False), pool_size=1, max_overflow=0)
+    event.listen(engine, "connect", _sqlite_writer_connection)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # auto_vacuum only takes effect on a database that has no tables yet,
+    # which is the case when the store creates the file.
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: an acknowledged trigger survives a power cut (fsync per commit).
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_writer_connection(dbapi_connection: Any, record: Any) -> None:
+    # The sqlite3 module's own transaction handling is switched off so that
+    # the BEGIN below is the only one: see SQLAlchemy's pysqlite notes on
+    # serializable isolation.
+    dbapi_connection.isolation_level = None
+    _sqlite_pragmas(dbapi_connection, record)
+
+
+def _sqlite_begin_immediate(conn: sa.Connection) -> None:
+    # Take the write lock when the batch starts, not at its first write, so
+    # another process's writer waits (busy_timeout) instead of deadlocking.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
