@@ -133,6 +133,7 @@ async def _execute_until_settled(runtime: Runtime, run_id: str, console: Console
             await asyncio.sleep(0.2)  # another worker holds it
         else:
             await engine.execute(claimed)
+            await store.flush()
         run = await store.get_run(run_id)
     views.print_run(console, run, await store.attempts(run_id), with_data=False)
     return 0 if run.status == "succeeded" else 1

@@ -43,6 +43,7 @@ async def test_a_run_keeps_the_flow_version_it_started_with(store_url: str, tmp_
         await second.engine.execute(claimed)
         newer, _ = await second.engine.start_run("greet", input={"name": "Bo"}, trigger="manual", claim=True)
         await second.engine.execute(newer)
+        await second.store.flush()
 
         old_run, new_run = await second.store.get_run(run.id), await second.store.get_run(newer.id)
     finally:

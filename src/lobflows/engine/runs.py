@@ -137,7 +137,7 @@ class Engine:
             if stop.outcome.status == "failed":
                 self._answer(run.id, None)
             return stop.outcome
-        await self.store.finish_run(run.id)
+        await self.store.finish_run(run.id, wait=False)
         self._answer(run.id, None)
         log.info("Run succeeded", extra={"event": "run_succeeded", "run_id": run.id, "flow": run.flow, "seconds": round(time.time() - run.created_at, 4)})
         return StepOutcome("succeeded")
@@ -184,7 +184,19 @@ class Engine:
             failure = errors.RunError(f"step {step.id!r} raised {type(exc).__name__}: {exc}")
             raise await self._fail(state, step, failure, attempt=attempt, step_input=step_input, started_at=started_at) from None
         response = output if isinstance(step, models.RespondStep) else None
-        await self.store.record_success(run_id=run.id, step=step.id, attempt=attempt, input=redactor.redact_data(step_input), output=redactor.redact_data(output), started_at=started_at, response=response)
+        # Only a call reaches outside the run; other steps are pure and are
+        # simply repeated if a crash comes before their record commits.
+        has_effect = isinstance(step, models.CallStep)
+        await self.store.record_success(
+            run_id=run.id,
+            step=step.id,
+            attempt=attempt,
+            input=redactor.redact_data(step_input),
+            output=redactor.redact_data(output),
+            started_at=started_at,
+            response=response,
+            wait=has_effect,
+        )
         if response is not None:
             self._answer(run.id, response)
         state.completed[step.id] = output

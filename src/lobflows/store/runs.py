@@ -134,11 +134,22 @@ class RunStore:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise errors.ConfigurationError(f"cannot open the run store {self.display_url}: {reason}") from None
 
-    async def _write(self, write: Callable[[sa.Connection], T]) -> T:
+    def _group_writer(self) -> GroupWriter:
         if self._writer is None:
             # Started on first use: read-only commands never need the thread.
             self._writer = GroupWriter(engines.create_write_engine(self.url))
-        return await self._writer.submit(write)
+        return self._writer
+
+    async def _write(self, write: Callable[[sa.Connection], T], *, wait: bool = True) -> T | None:
+        if not wait:
+            self._group_writer().submit_nowait(write)
+            return None
+        return await self._group_writer().submit(write)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed."""
+        if self._writer is not None:
+            await self._writer.submit(lambda conn: None)
 
     # -- flow versions -------------------------------------------------
 
@@ -298,14 +309,19 @@ class RunStore:
         output: Any,
         started_at: float,
         response: Any = None,
+        wait: bool = True,
     ) -> None:
-        """Journal a succeeded step; the run's attempt counter starts over."""
+        """Journal a succeeded step; the run's attempt counter starts over.
+
+        Without `wait` the record commits with the next batch: right for steps
+        with no effect outside the run, which a crash merely repeats.
+        """
         now = time.time()
         attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="succeeded", input=input, output=output, started_at=started_at, finished_at=now)
         run_values: dict[str, Any] = {"current_step": None, "current_attempts": 0, "updated_at": now}
         if response is not None:
             run_values["response"] = response
-        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values))
+        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values), wait=wait)
 
     async def record_retry(
         self,
@@ -348,10 +364,13 @@ class RunStore:
 
         return await self._write(write)
 
-    async def finish_run(self, run_id: str) -> None:
+    async def finish_run(self, run_id: str, *, wait: bool = True) -> None:
+        """Mark a run succeeded. Its journal already proves it; a crash before
+        this commits only makes a worker walk the completed steps once more."""
         now = time.time()
         run_values = {"status": "succeeded", "error": None, "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now}
-        await self._write(lambda conn: conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)))
+        statement = tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
+        await self._write(lambda conn: conn.execute(statement), wait=wait)
 
     def _attempt_row(self, **values: Any) -> dict[str, Any]:
         values["input"] = cut_to_budget(values.get("input"), self.step_data_budget_bytes)

@@ -29,7 +29,7 @@ MAX_BATCH = 256
 @dataclass
 class _Pending:
     write: Write
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop
 
 
@@ -51,6 +51,15 @@ class GroupWriter:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Pending(write, future, loop))
         return await future
+
+    def submit_nowait(self, write: Write) -> None:
+        """Queue a write without waiting for it: it commits with the next batch.
+
+        For writes whose loss in a crash costs nothing but redoing pure work;
+        writes are committed in the order they were queued, so any later
+        awaited write implies this one is committed too.
+        """
+        self._queue.put(_Pending(write, None, asyncio.get_running_loop()))
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -115,6 +124,10 @@ def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
 
 def _resolve(items: list[tuple[_Pending, Any, BaseException | None]]) -> None:
     for item, result, error in items:
+        if item.future is None:
+            if error is not None:
+                log.error("A queued store write failed", exc_info=error, extra={"event": "store_write_failed"})
+            continue
         if item.future.done():
             continue
         if error is not None:
