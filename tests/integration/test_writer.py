@@ -21,8 +21,10 @@ def writer(tmp_path: Path):
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
     group = GroupWriter(engine)
-    yield group, engine
+    reader = sa.create_engine(url)
+    yield group, reader
     group.close()
+    reader.dispose()
 
 
 def insert(k: int, v: str):
@@ -30,33 +32,33 @@ def insert(k: int, v: str):
 
 
 async def test_concurrent_writes_all_commit_and_return_their_results(writer):
-    group, engine = writer
+    group, reader = writer
 
     results = await asyncio.gather(*(group.submit(insert(k, "x")) for k in range(200)))
 
     assert results == [1] * 200
-    with engine.connect() as conn:
+    with reader.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 200
 
 
 async def test_a_failing_write_fails_alone(writer):
-    group, engine = writer
+    group, reader = writer
     await group.submit(insert(1, "first"))
 
     outcomes = await asyncio.gather(group.submit(insert(2, "a")), group.submit(insert(1, "duplicate")), group.submit(insert(3, "b")), return_exceptions=True)
 
     assert outcomes[0] == 1 and outcomes[2] == 1
     assert isinstance(outcomes[1], sa.exc.IntegrityError)
-    with engine.connect() as conn:
+    with reader.connect() as conn:
         assert conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k").all() == [(1, "first"), (2, "a"), (3, "b")]
 
 
 async def test_an_awaited_write_implies_every_earlier_queued_write_is_committed(writer):
-    group, engine = writer
+    group, reader = writer
 
     for k in range(50):
         group.submit_nowait(insert(k, "queued"))
     await group.submit(lambda conn: None)
 
-    with engine.connect() as conn:
+    with reader.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM t WHERE v = 'queued'").scalar() == 50
