@@ -107,7 +107,10 @@ def report(summary: Summary, top: int = 20) -> str:
     if summary.samples == 0:
         return "no samples in the profile"
     lines = [f"{summary.samples} samples"]
-    for title, counts in (("self", summary.self_counts), ("total", summary.total_counts)):
+    for title, counts in (
+        ("self", summary.self_counts),
+        ("total", summary.total_counts),
+    ):
         lines.append(f"\ntop {top} by {title} time")
         for name, count in counts.most_common(top):
             lines.append(f"  {100 * count / summary.samples:5.1f}%  {name}")

@@ -56,20 +56,37 @@ class Timings:
 
 async def one_run(store: RunStore, version_id: int, timings: Timings) -> None:
     """The store calls the engine makes for one map-call-respond run."""
-    run, _ = await timings.time("create_run", lambda: store.create_run(
-        flow="bench", flow_version_id=version_id, input=CONTACT, trigger="webhook",
-        trigger_data={"path": "/hooks/contact"}, lease_owner="bench",
-    ))
+    run, _ = await timings.time(
+        "create_run",
+        lambda: store.create_run(
+            flow="bench",
+            flow_version_id=version_id,
+            input=CONTACT,
+            trigger="webhook",
+            trigger_data={"path": "/hooks/contact"},
+            lease_owner="bench",
+        ),
+    )
     await timings.time("completed_steps", lambda: store.completed_steps(run.id))
     for step in ("contact", "deliver", "reply"):
-        await timings.time("record_success", lambda s=step: store.record_success(
-            run_id=run.id, step=s, attempt=1, input=CONTACT, output=CONTACT,
-            started_at=time.time(), response=CONTACT if s == "reply" else None,
-        ))
+        await timings.time(
+            "record_success",
+            lambda s=step: store.record_success(
+                run_id=run.id,
+                step=s,
+                attempt=1,
+                input=CONTACT,
+                output=CONTACT,
+                started_at=time.time(),
+                response=CONTACT if s == "reply" else None,
+            ),
+        )
     await timings.time("finish_run", lambda: store.finish_run(run.id))
 
 
-async def drive(store: RunStore, version_id: int, tasks: int, seconds: float) -> tuple[int, Timings]:
+async def drive(
+    store: RunStore, version_id: int, tasks: int, seconds: float
+) -> tuple[int, Timings]:
     """Run `tasks` loops of one_run until the time is up; count finished runs."""
     timings, done = Timings(), 0
     deadline = time.monotonic() + seconds
@@ -109,7 +126,9 @@ async def main_async(kind: str, levels: list[int], seconds: float) -> None:
             )
             for tasks in levels:
                 done, timings = await drive(store, version_id, tasks, seconds)
-                print(f"{kind} c={tasks}: {done / seconds:,.1f} runs/s; {timings.report()}")
+                print(
+                    f"{kind} c={tasks}: {done / seconds:,.1f} runs/s; {timings.report()}"
+                )
 
 
 def main() -> None:

@@ -168,7 +168,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sink-port", type=int, help="Port of the sink (baseline).")
     parser.add_argument(
-        "--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
         help="Event loop of the baseline; auto is uvloop when installed.",
     )
     args = parser.parse_args()

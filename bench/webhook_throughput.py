@@ -125,13 +125,18 @@ class ServerResult:
 
 
 @contextlib.contextmanager
-def child(name: str, command: list[str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def child(
+    name: str, command: list[str], log_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a process in its own session; stop it (and only it) on the way out."""
     log_path = log_dir / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOBFLOWS_")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # Ctrl-C reaches the bench, which then stops it
         )
     try:
@@ -169,32 +174,51 @@ def log_tail(log_dir: Path, name: str, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_ready(name: str, process: subprocess.Popen[bytes], url: str, log_dir: Path) -> None:
+def wait_ready(
+    name: str, process: subprocess.Popen[bytes], url: str, log_dir: Path
+) -> None:
     """Poll a GET until it answers 200; fail with the child's log if it dies first."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchError(f"{name} exited with {process.returncode}:\n{log_tail(log_dir, name)}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            raise BenchError(
+                f"{name} exited with {process.returncode}:\n{log_tail(log_dir, name)}"
+            )
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=2) as answer,
+        ):
             if answer.status == 200:
                 return
         time.sleep(0.1)
-    raise BenchError(f"{name} did not answer {url} within 60 s:\n{log_tail(log_dir, name)}")
+    raise BenchError(
+        f"{name} did not answer {url} within 60 s:\n{log_tail(log_dir, name)}"
+    )
 
 
 def smoke_test(name: str, url: str, log_dir: Path) -> None:
     """One request before the load: the reply must be the mapped contact."""
     request = urllib.request.Request(
-        url, data=json.dumps(BODY).encode(), method="POST",
+        url,
+        data=json.dumps(BODY).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=15) as answer:
             status, reply = answer.status, json.loads(answer.read())
     except (urllib.error.URLError, ValueError) as exc:
-        raise BenchError(f"{name}: the first request failed: {exc}\n{log_tail(log_dir, name)}") from None
-    if status != 200 or not isinstance(reply, dict) or reply.get("name") != EXPECTED_NAME:
-        raise BenchError(f"{name}: unexpected reply {status} {reply!r}\n{log_tail(log_dir, name)}")
+        raise BenchError(
+            f"{name}: the first request failed: {exc}\n{log_tail(log_dir, name)}"
+        ) from None
+    if (
+        status != 200
+        or not isinstance(reply, dict)
+        or reply.get("name") != EXPECTED_NAME
+    ):
+        raise BenchError(
+            f"{name}: unexpected reply {status} {reply!r}\n{log_tail(log_dir, name)}"
+        )
 
 
 def sink_count(port: int) -> int:
@@ -210,14 +234,22 @@ def require_wrk() -> str:
     """The path of wrk, or a clear error naming the package to install."""
     path = shutil.which("wrk")
     if path is None:
-        raise BenchError("wrk is not installed: install it with `apt-get install wrk` (Debian/Ubuntu)")
+        raise BenchError(
+            "wrk is not installed: install it with `apt-get install wrk` (Debian/Ubuntu)"
+        )
     return path
 
 
 def wrk_version(wrk: str) -> str:
     """wrk's version line, for the results file."""
-    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
-    return (done.stdout + done.stderr).splitlines()[0].strip() if done.stdout + done.stderr else "?"
+    done = subprocess.run(
+        [wrk, "--version"], capture_output=True, text=True, check=False
+    )
+    return (
+        (done.stdout + done.stderr).splitlines()[0].strip()
+        if done.stdout + done.stderr
+        else "?"
+    )
 
 
 def write_wrk_script(directory: Path) -> Path:
@@ -231,13 +263,25 @@ def write_wrk_script(directory: Path) -> Path:
     return path
 
 
-def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: float) -> WrkResult:
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, seconds: float
+) -> WrkResult:
     """Drive one level and parse what wrk prints."""
     command = [
-        wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        "--timeout", WRK_TIMEOUT, "--latency", "-s", str(script), url,
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        WRK_TIMEOUT,
+        "--latency",
+        "-s",
+        str(script),
+        url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return parse_wrk(done.stdout, connections)
@@ -256,19 +300,25 @@ def parse_wrk(text: str, connections: int) -> WrkResult:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     percentiles = {
         int(p): _milliseconds(n, u)
-        for p, n, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)
+        for p, n, u in re.findall(
+            r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE
+        )
     }
     if total is None or rate is None or len(percentiles) != 4:
         raise BenchError(f"cannot read wrk's report:\n{text}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
     return WrkResult(
         connections=connections,
         requests=int(total.group(1)),
         seconds=_milliseconds(total.group(2), total.group(3)) / 1000,
         requests_per_second=float(rate.group(1)),
-        p50_ms=percentiles[50], p75_ms=percentiles[75],
-        p90_ms=percentiles[90], p99_ms=percentiles[99],
+        p50_ms=percentiles[50],
+        p75_ms=percentiles[75],
+        p90_ms=percentiles[90],
+        p99_ms=percentiles[99],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(g) for g in sockets.groups()) if sockets else 0,
     )
@@ -295,7 +345,9 @@ class RunCounter:
         return cls(psycopg.connect(url, autocommit=True), "%s")
 
     def _scalar(self, sql: str, *params: Any) -> int:
-        row = self.connection.execute(sql.replace("?", self.placeholder), params).fetchone()
+        row = self.connection.execute(
+            sql.replace("?", self.placeholder), params
+        ).fetchone()
         return int(row[0])
 
     def finished_between(self, status: str, start: float, end: float) -> int:
@@ -305,7 +357,9 @@ class RunCounter:
 
     def active(self) -> int:
         """Runs still queued or running."""
-        return self._scalar("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+        return self._scalar(
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')"
+        )
 
     def settle(self) -> int:
         """Wait until no run is queued or running (bounded); return how many still are."""
@@ -328,7 +382,9 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
-        raise BenchError(f"cannot create a PostgreSQL database via {admin_url}: {exc}") from None
+        raise BenchError(
+            f"cannot create a PostgreSQL database via {admin_url}: {exc}"
+        ) from None
     try:
         yield urllib.parse.urlsplit(admin_url)._replace(path=f"/{name}").geturl()
     finally:
@@ -411,15 +467,24 @@ class Plan:
 def warm_up(plan: Plan, url: str) -> None:
     """Unmeasured load first, so that caches and connection pools are warm."""
     if plan.warmup_seconds > 0:
-        run_wrk(plan.wrk, url, plan.script, min(10, max(plan.levels)), plan.warmup_seconds)
+        run_wrk(
+            plan.wrk, url, plan.script, min(10, max(plan.levels)), plan.warmup_seconds
+        )
 
 
 def measure_baseline(plan: Plan) -> ServerResult:
     """The bare Starlette endpoint at every level."""
     port = free_port()
     command = [
-        sys.executable, str(HERE / "webhook_servers.py"), "baseline",
-        "--port", str(port), "--sink-port", str(plan.sink_port), "--loop", plan.baseline_loop,
+        sys.executable,
+        str(HERE / "webhook_servers.py"),
+        "baseline",
+        "--port",
+        str(port),
+        "--sink-port",
+        str(plan.sink_port),
+        "--loop",
+        plan.baseline_loop,
     ]
     result = ServerResult("baseline")
     with child("baseline", command, plan.work_dir) as process:
@@ -475,8 +540,17 @@ def measure_store(plan: Plan, store: str, flows: Path) -> ServerResult:
     name = f"lobflows-{store}"
     with store_url(plan, store) as url:
         command = [
-            sys.executable, "-m", "lobflows", "--db", url, "--log-level", "WARNING",
-            "serve", str(flows), "--port", str(port),
+            sys.executable,
+            "-m",
+            "lobflows",
+            "--db",
+            url,
+            "--log-level",
+            "WARNING",
+            "serve",
+            str(flows),
+            "--port",
+            str(port),
         ]
         with child(name, command, plan.work_dir) as process:
             wait_ready(name, process, f"http://{HOST}:{port}/healthz", plan.work_dir)
@@ -487,7 +561,9 @@ def measure_store(plan: Plan, store: str, flows: Path) -> ServerResult:
                 warm_up(plan, hook)
                 for connections in plan.levels:
                     result.levels.append(
-                        measure_profiled(plan, result, process, hook, connections, counter)
+                        measure_profiled(
+                            plan, result, process, hook, connections, counter
+                        )
                     )
                     print_progress(name, result.levels[-1])
             finally:
@@ -507,7 +583,10 @@ def measure_profiled(
     counter.settle()
     if not plan.profile or connections != profiled_level(plan.levels):
         return measure_level(plan, url, connections, counter)
-    output = RESULTS_DIR / f"{plan.stamp}-{result.name}-c{connections}.{profile_suffix(plan)}"
+    output = (
+        RESULTS_DIR
+        / f"{plan.stamp}-{result.name}-c{connections}.{profile_suffix(plan)}"
+    )
     with profiler(plan, process.pid, output):
         level = measure_level(plan, url, connections, counter)
     result.profile = str(output.relative_to(HERE.parent)) if output.exists() else None
@@ -520,7 +599,9 @@ def profiled_level(levels: list[int]) -> int:
 
 
 def profile_suffix(plan: Plan) -> str:
-    return {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}[plan.profile_format]
+    return {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}[
+        plan.profile_format
+    ]
 
 
 def find_py_spy() -> str | None:
@@ -536,8 +617,17 @@ def profiler(plan: Plan, pid: int, output: Path) -> Iterator[None]:
     assert py_spy is not None  # checked before any server starts
     RESULTS_DIR.mkdir(exist_ok=True)
     command = [
-        py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(plan.seconds))),
-        "--format", plan.profile_format, "--output", str(output), "--threads",
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, int(plan.seconds))),
+        "--format",
+        plan.profile_format,
+        "--output",
+        str(output),
+        "--threads",
     ]
     log_path = plan.work_dir / "py-spy.log"
     with log_path.open("wb") as log:
@@ -550,14 +640,18 @@ def profiler(plan: Plan, pid: int, output: Path) -> Iterator[None]:
             process.terminate()
             process.wait(timeout=10)
     if process.returncode != 0 or not output.exists():
-        print(f"py-spy failed ({process.returncode}):\n{log_path.read_text(errors='replace')}")
+        print(
+            f"py-spy failed ({process.returncode}):\n{log_path.read_text(errors='replace')}"
+        )
 
 
 # -- reporting -----------------------------------------------------------------
 
 
 def print_progress(name: str, level: LevelResult) -> None:
-    runs = "" if level.runs_per_second is None else f", {level.runs_per_second:.1f} runs/s"
+    runs = (
+        "" if level.runs_per_second is None else f", {level.runs_per_second:.1f} runs/s"
+    )
     print(
         f"  {name} c={level.wrk.connections}: {level.wrk.requests_per_second:.1f} req/s"
         f"{runs}, p50 {level.wrk.p50_ms:.2f} ms",
@@ -608,7 +702,9 @@ class TargetCheck:
     verdict: str
 
 
-def check_targets(stores: dict[str, ServerResult], baseline: ServerResult) -> list[TargetCheck]:
+def check_targets(
+    stores: dict[str, ServerResult], baseline: ServerResult
+) -> list[TargetCheck]:
     """Every target of PERFORMANCE.md that this benchmark can judge."""
     checks = [_runs_target(stores.get("sqlite")), _p50_target(stores.get("sqlite"))]
     for store, server in stores.items():
@@ -625,8 +721,10 @@ def _runs_target(server: ServerResult | None) -> TargetCheck:
     value = level.runs_per_second if level else None
     ok = None if value is None else value >= TARGET_RUNS_PER_SECOND
     return TargetCheck(
-        "durable runs/s, SQLite, c=50", f">= {TARGET_RUNS_PER_SECOND:.0f}",
-        number(value), _verdict(ok),
+        "durable runs/s, SQLite, c=50",
+        f">= {TARGET_RUNS_PER_SECOND:.0f}",
+        number(value),
+        _verdict(ok),
     )
 
 
@@ -635,12 +733,16 @@ def _p50_target(server: ServerResult | None) -> TargetCheck:
     value = level.wrk.p50_ms if level else None
     ok = None if value is None else value <= TARGET_P50_MS
     return TargetCheck(
-        "p50 latency, SQLite, c=1", f"<= {TARGET_P50_MS:.0f} ms",
-        f"{number(value, 2)} ms", _verdict(ok),
+        "p50 latency, SQLite, c=1",
+        f"<= {TARGET_P50_MS:.0f} ms",
+        f"{number(value, 2)} ms",
+        _verdict(ok),
     )
 
 
-def _overhead_target(store: str, server: ServerResult, baseline: ServerResult) -> TargetCheck:
+def _overhead_target(
+    store: str, server: ServerResult, baseline: ServerResult
+) -> TargetCheck:
     """Engine overhead per step, estimated as (p50 - baseline p50) / steps at c=1."""
     level, base = server.at(1), baseline.at(1)
     value = None
@@ -649,15 +751,19 @@ def _overhead_target(store: str, server: ServerResult, baseline: ServerResult) -
     limit = TARGET_STEP_OVERHEAD_MS[store]
     ok = None if value is None else value <= limit
     return TargetCheck(
-        f"engine overhead per step, {store}, c=1 (estimate)", f"<= {limit:.0f} ms",
-        f"{number(value, 2)} ms", _verdict(ok),
+        f"engine overhead per step, {store}, c=1 (estimate)",
+        f"<= {limit:.0f} ms",
+        f"{number(value, 2)} ms",
+        _verdict(ok),
     )
 
 
 def targets_text(checks: list[TargetCheck]) -> str:
     lines = ["Targets (PERFORMANCE.md)"]
     for c in checks:
-        lines.append(f"  {c.target:<52} {c.limit:>9}   measured {c.measured:>10}   {c.verdict}")
+        lines.append(
+            f"  {c.target:<52} {c.limit:>9}   measured {c.measured:>10}   {c.verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -730,18 +836,38 @@ def print_profile_summary(stores: dict[str, ServerResult], plan: Plan) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The options, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="Load per level (default 10).")
-    parser.add_argument("--warmup", type=float, default=3.0, help="Warm-up per server (default 3).")
-    parser.add_argument("--levels", default="1,10,50", help="Concurrent connections, comma-separated.")
-    parser.add_argument("--stores", default="sqlite,postgresql", help="sqlite, postgresql or both.")
-    parser.add_argument("--profile", action="store_true", help="py-spy record at c=50 (or the top level).")
     parser.add_argument(
-        "--profile-format", choices=["raw", "flamegraph", "speedscope"], default="raw",
+        "--seconds", type=float, default=10.0, help="Load per level (default 10)."
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="Warm-up per server (default 3)."
+    )
+    parser.add_argument(
+        "--levels", default="1,10,50", help="Concurrent connections, comma-separated."
+    )
+    parser.add_argument(
+        "--stores", default="sqlite,postgresql", help="sqlite, postgresql or both."
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record at c=50 (or the top level).",
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=["raw", "flamegraph", "speedscope"],
+        default="raw",
         help="raw (collapsed stacks, summarised here), flamegraph (SVG) or speedscope (JSON).",
     )
-    parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL, help="Admin URL for CREATE DATABASE.")
     parser.add_argument(
-        "--baseline-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+        "--postgres-url",
+        default=POSTGRES_ADMIN_URL,
+        help="Admin URL for CREATE DATABASE.",
+    )
+    parser.add_argument(
+        "--baseline-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
         help="uvicorn's event loop for the baseline (default auto: uvloop when installed).",
     )
     args = parser.parse_args(argv)
@@ -753,7 +879,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.level_list or min(args.level_list) < 1:
         parser.error("--levels needs positive integers, e.g. 1,10,50")
     if unknown := set(args.store_list) - set(STORES):
-        parser.error(f"unknown store(s) {sorted(unknown)}; expected sqlite and/or postgresql")
+        parser.error(
+            f"unknown store(s) {sorted(unknown)}; expected sqlite and/or postgresql"
+        )
     if args.seconds < 1:
         parser.error("--seconds must be at least 1")
     return args
@@ -773,25 +901,43 @@ def run(args: argparse.Namespace, work_dir: Path) -> None:
     wrk = require_wrk()
     check_profiler(args.profile)
     sink_port = free_port()
-    sink_command = [sys.executable, str(HERE / "webhook_servers.py"), "sink", "--port", str(sink_port)]
+    sink_command = [
+        sys.executable,
+        str(HERE / "webhook_servers.py"),
+        "sink",
+        "--port",
+        str(sink_port),
+    ]
     with child("sink", sink_command, work_dir) as sink:
         wait_ready("sink", sink, f"http://{HOST}:{sink_port}/healthz", work_dir)
         plan = Plan(
-            seconds=args.seconds, warmup_seconds=args.warmup, levels=args.level_list,
-            stores=args.store_list, profile=args.profile, profile_format=args.profile_format,
-            postgres_url=args.postgres_url, baseline_loop=args.baseline_loop,
+            seconds=args.seconds,
+            warmup_seconds=args.warmup,
+            levels=args.level_list,
+            stores=args.store_list,
+            profile=args.profile,
+            profile_format=args.profile_format,
+            postgres_url=args.postgres_url,
+            baseline_loop=args.baseline_loop,
             load_at_start=os.getloadavg()[0],
             stamp=dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
-            wrk=wrk, work_dir=work_dir, script=write_wrk_script(work_dir), sink_port=sink_port,
+            wrk=wrk,
+            work_dir=work_dir,
+            script=write_wrk_script(work_dir),
+            sink_port=sink_port,
         )
         flows = write_flows(work_dir, sink_port)
-        print(f"Measuring: {plan.seconds:g} s per level, levels {plan.levels}", flush=True)
+        print(
+            f"Measuring: {plan.seconds:g} s per level, levels {plan.levels}", flush=True
+        )
         baseline = measure_baseline(plan)
         stores = {store: measure_store(plan, store, flows) for store in plan.stores}
     print()
     print(report(plan, baseline, stores))
     print_profile_summary(stores, plan)
-    print(f"\nResults: {write_json(plan, baseline, stores, wrk).relative_to(HERE.parent)}")
+    print(
+        f"\nResults: {write_json(plan, baseline, stores, wrk).relative_to(HERE.parent)}"
+    )
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -811,7 +957,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; every server stopped and temporary databases dropped", file=sys.stderr)
+        print(
+            "\ninterrupted; every server stopped and temporary databases dropped",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -63,8 +63,18 @@ class Standins:
 def standins() -> Iterator[Standins]:
     erpnext_app = create_erpnext_app(api_key=ERPNEXT_KEY, api_secret=ERPNEXT_SECRET)
     chat_app = create_slack_app(webhook_path_secret=CHAT_PATH)
-    with ServerThread(erpnext_app) as erpnext, ServerThread(chat_app) as chat, Mailbox() as mailbox:
-        yield Standins(erpnext.url, erpnext_app.state.erpnext, chat.url, chat_app.state.slack, mailbox)
+    with (
+        ServerThread(erpnext_app) as erpnext,
+        ServerThread(chat_app) as chat,
+        Mailbox() as mailbox,
+    ):
+        yield Standins(
+            erpnext.url,
+            erpnext_app.state.erpnext,
+            chat.url,
+            chat_app.state.slack,
+            mailbox,
+        )
 
 
 @pytest.fixture
@@ -83,8 +93,12 @@ def onboarding_env(store_url: str, standins: Standins) -> dict[str, str]:
 
 
 @pytest.fixture
-def onboarding_server(onboarding_env: dict[str, str], tmp_path: Path) -> Iterator[support.ServerProcess]:
-    server = support.ServerProcess(onboarding_env, support.ONBOARDING / "flows", tmp_path / "server.log")
+def onboarding_server(
+    onboarding_env: dict[str, str], tmp_path: Path
+) -> Iterator[support.ServerProcess]:
+    server = support.ServerProcess(
+        onboarding_env, support.ONBOARDING / "flows", tmp_path / "server.log"
+    )
     server.start()
     yield server
     server.stop()

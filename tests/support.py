@@ -32,7 +32,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the ``lobflows`` command as a user would, wide enough not to wrap."""
     return subprocess.run(
         [sys.executable, "-m", "lobflows", *args],
@@ -47,7 +49,14 @@ def cli(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float
 class ServerProcess:
     """``lobflows serve`` (or ``worker``) in a child process, killable like a real one."""
 
-    def __init__(self, env: dict[str, str], flows_dir: Path, log_path: Path, *, command: str = "serve") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        flows_dir: Path,
+        log_path: Path,
+        *,
+        command: str = "serve",
+    ) -> None:
         self.env = env
         self.flows_dir = flows_dir
         self.log_path = log_path
@@ -64,7 +73,9 @@ class ServerProcess:
         if self.command == "serve":
             args += ["--port", str(self.port)]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         if self.command == "serve":
             self._wait_healthy()
         return self
@@ -74,7 +85,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
@@ -83,7 +96,9 @@ class ServerProcess:
         raise TimeoutError(f"server did not come up:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no lease release, as in a crash."""
@@ -99,11 +114,23 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def post_hire(self, hire: Any, *, key: str = WEBHOOK_KEY, raw: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def post_hire(
+        self,
+        hire: Any,
+        *,
+        key: str = WEBHOOK_KEY,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         body = raw if raw is not None else json.dumps(hire).encode()
-        all_headers = {"Content-Type": "application/json", "X-Signature-256": sign(body, key)}
+        all_headers = {
+            "Content-Type": "application/json",
+            "X-Signature-256": sign(body, key),
+        }
         all_headers.update(headers or {})
-        return httpx.post(self.url + HOOK_PATH, content=body, headers=all_headers, timeout=30)
+        return httpx.post(
+            self.url + HOOK_PATH, content=body, headers=all_headers, timeout=30
+        )
 
 
 def sample_hire(**fields: Any) -> dict[str, Any]:
@@ -120,14 +147,22 @@ def sample_hire(**fields: Any) -> dict[str, Any]:
     return hire
 
 
-async def wait_for_run(store: RunStore, run_id: str, *, statuses: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 30) -> RunRecord:
+async def wait_for_run(
+    store: RunStore,
+    run_id: str,
+    *,
+    statuses: tuple[str, ...] = ("succeeded", "failed"),
+    timeout: float = 30,
+) -> RunRecord:
     deadline = time.monotonic() + timeout
     while True:
         run = await store.get_run(run_id)
         if run.status in statuses:
             return run
         if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} is still {run.status} (step {run.current_step}): {run.error}")
+            raise TimeoutError(
+                f"run {run_id} is still {run.status} (step {run.current_step}): {run.error}"
+            )
         await asyncio.sleep(0.05)
 
 

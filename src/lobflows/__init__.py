@@ -13,4 +13,12 @@ from lobflows.spec.loader import load_flow_file, load_project
 from lobflows.store import RunStore
 
 __version__ = "0.1.0"
-__all__ = ["Engine", "RunStore", "Runtime", "Settings", "Worker", "load_flow_file", "load_project"]
+__all__ = [
+    "Engine",
+    "RunStore",
+    "Runtime",
+    "Settings",
+    "Worker",
+    "load_flow_file",
+    "load_project",
+]

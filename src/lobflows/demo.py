@@ -32,21 +32,39 @@ DEMO_SECRETS = "secrets.demo.yaml"
 RUN_TIMEOUT_SECONDS = 60.0
 
 
-async def run_demo(settings: Settings, example: Path, *, port: int, once: bool, console: Console) -> int:
+async def run_demo(
+    settings: Settings, example: Path, *, port: int, once: bool, console: Console
+) -> int:
     flows_dir = example / "flows"
     if not flows_dir.is_dir():
-        raise errors.ConfigurationError(f"{example} has no flows/ folder: name an example folder, e.g. examples/onboarding from the repository root")
+        raise errors.ConfigurationError(
+            f"{example} has no flows/ folder: name an example folder, e.g. examples/onboarding from the repository root"
+        )
     settings = _with_demo_secrets(settings, example)
-    _check_ports_free({"LoB Flows": port, "ERPNext stand-in": ERPNEXT_PORT, "chat stand-in": CHAT_PORT, "SMTP stand-in": SMTP_PORT})
+    _check_ports_free(
+        {
+            "LoB Flows": port,
+            "ERPNext stand-in": ERPNEXT_PORT,
+            "chat stand-in": CHAT_PORT,
+            "SMTP stand-in": SMTP_PORT,
+        }
+    )
     os.environ.setdefault("ERPNEXT_URL", f"http://127.0.0.1:{ERPNEXT_PORT}")
     os.environ.setdefault("SMTP_PORT", str(SMTP_PORT))
     secrets = SecretStore.load(settings.secrets_file)
     standins = asyncio.create_task(_serve_standins(secrets))
     started, stop = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(settings, flows_dir, host="127.0.0.1", port=port, started=started, stop=stop))
+    serving = asyncio.create_task(
+        server.serve(
+            settings, flows_dir, host="127.0.0.1", port=port, started=started, stop=stop
+        )
+    )
     try:
         await _first_of(started.wait(), serving, standins)
-        console.print(f"[green]LoB Flows serves {flows_dir} on http://127.0.0.1:{port}[/] (run store {settings.database_url})", highlight=False)
+        console.print(
+            f"[green]LoB Flows serves {flows_dir} on http://127.0.0.1:{port}[/] (run store {settings.database_url})",
+            highlight=False,
+        )
         code = await _post_samples(settings, example, flows_dir, port, secrets, console)
         if once:
             return code
@@ -55,7 +73,9 @@ async def run_demo(settings: Settings, example: Path, *, port: int, once: bool, 
         return 0
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(serving, return_exceptions=True), timeout=15)
+        await asyncio.wait_for(
+            asyncio.gather(serving, return_exceptions=True), timeout=15
+        )
         standins.cancel()
         await asyncio.gather(standins, return_exceptions=True)
 
@@ -74,7 +94,9 @@ def _check_ports_free(ports: dict[str, int]) -> None:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
-                raise errors.ConfigurationError(f"port {port} for the {what} is in use; stop the process that holds it and try again") from None
+                raise errors.ConfigurationError(
+                    f"port {port} for the {what} is in use; stop the process that holds it and try again"
+                ) from None
 
 
 async def _serve_standins(secrets: SecretStore) -> None:
@@ -82,18 +104,35 @@ async def _serve_standins(secrets: SecretStore) -> None:
 
     key, _, secret = secrets.get("erpnext-api").partition(":")
     chat_url = secrets.get("facilities-chat-webhook")
-    await serve_standins(erpnext_port=ERPNEXT_PORT, slack_port=CHAT_PORT, smtp_port=SMTP_PORT, api_key=key, api_secret=secret, slack_path=chat_url.split("/services/", 1)[1])
+    await serve_standins(
+        erpnext_port=ERPNEXT_PORT,
+        slack_port=CHAT_PORT,
+        smtp_port=SMTP_PORT,
+        api_key=key,
+        api_secret=secret,
+        slack_path=chat_url.split("/services/", 1)[1],
+    )
 
 
 async def _first_of(*awaitables: Any) -> None:
-    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in awaitables]
+    tasks = [
+        a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a)
+        for a in awaitables
+    ]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in done:
         if task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
 
 
-async def _post_samples(settings: Settings, example: Path, flows_dir: Path, port: int, secrets: SecretStore, console: Console) -> int:
+async def _post_samples(
+    settings: Settings,
+    example: Path,
+    flows_dir: Path,
+    port: int,
+    secrets: SecretStore,
+    console: Console,
+) -> int:
     project = loader.load_project(flows_dir)
     sample = example / "sample-hire.json"
     code = 0
@@ -105,12 +144,16 @@ async def _post_samples(settings: Settings, example: Path, flows_dir: Path, port
         headers = {"Content-Type": "application/json"}
         key = secrets.get(hook.signature.secret) if hook.signature else ""
         if hook.signature is not None:
-            headers[hook.signature.header] = sign(raw, key, prefix=hook.signature.prefix)
+            headers[hook.signature.header] = sign(
+                raw, key, prefix=hook.signature.prefix
+            )
         url = f"http://127.0.0.1:{port}{hook.path}"
         console.print(f"\nPOST {url} with {sample}", highlight=False, soft_wrap=True)
         async with httpx.AsyncClient() as client:
             reply = await client.post(url, content=raw, headers=headers)
-        console.print(f"→ {reply.status_code} {reply.text}", highlight=False, soft_wrap=True)
+        console.print(
+            f"→ {reply.status_code} {reply.text}", highlight=False, soft_wrap=True
+        )
         if reply.status_code >= 300:
             return 1
         run_id = reply.json()["run_id"]
@@ -128,14 +171,16 @@ def _fresh_delivery(sample: Path) -> bytes:
     return json.dumps(body).encode()
 
 
-def _print_try_it(console: Console, sample: Path, url: str, key: str, hook: Any, run_id: str) -> None:
+def _print_try_it(
+    console: Console, sample: Path, url: str, key: str, hook: Any, run_id: str
+) -> None:
     header = hook.signature.header if hook.signature else "X-Signature-256"
     lines = [
         "",
         "[bold]Try it yourself[/] (a new employee id each time; the signature is an HMAC-SHA256 of the body):",
-        f"  body=$(sed \"s/\\\"4127\\\"/\\\"$RANDOM\\\"/\" {sample})",
+        f'  body=$(sed "s/\\"4127\\"/\\"$RANDOM\\"/" {sample})',
         f"  sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{key}' | sed 's/.* //')",
-        f"  curl -s -X POST {url} -H 'Content-Type: application/json' -H \"{header}: sha256=$sig\" --data-binary \"$body\"",
+        f'  curl -s -X POST {url} -H \'Content-Type: application/json\' -H "{header}: sha256=$sig" --data-binary "$body"',
         f"  lobflows runs list;  lobflows runs show {run_id[:8]} --data;  lobflows dlq list",
     ]
     for line in lines:
@@ -154,16 +199,30 @@ async def _show_outcome(settings: Settings, run_id: str, console: Console) -> in
     finally:
         await store.close()
     async with httpx.AsyncClient() as client:
-        employees = (await client.get(f"http://127.0.0.1:{ERPNEXT_PORT}/__standin__/docs/Employee")).json()
-        mails = (await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/mail/messages")).json()
-        chats = (await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/messages")).json()
+        employees = (
+            await client.get(
+                f"http://127.0.0.1:{ERPNEXT_PORT}/__standin__/docs/Employee"
+            )
+        ).json()
+        mails = (
+            await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/mail/messages")
+        ).json()
+        chats = (
+            await client.get(f"http://127.0.0.1:{CHAT_PORT}/__standin__/messages")
+        ).json()
     if employees:
         e = employees[-1]
-        console.print(f"ERPNext stand-in: Employee {e['name']} {e.get('employee_name')} joins {e.get('date_of_joining')}", highlight=False)
+        console.print(
+            f"ERPNext stand-in: Employee {e['name']} {e.get('employee_name')} joins {e.get('date_of_joining')}",
+            highlight=False,
+        )
     for mail in mails[-1:]:
-        console.print(f"Mailbox: {mail.get('subject')!r} to {mail.get('to')}", highlight=False)
+        console.print(
+            f"Mailbox: {mail.get('subject')!r} to {mail.get('to')}", highlight=False
+        )
     for chat in chats[-1:]:
-        console.print(f"Chat: {json.dumps(chat.get('payload', chat).get('text'))}", highlight=False)
+        console.print(
+            f"Chat: {json.dumps(chat.get('payload', chat).get('text'))}",
+            highlight=False,
+        )
     return 0 if run.status == "succeeded" else 1
-
-

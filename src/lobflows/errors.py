@@ -58,7 +58,9 @@ class Problem:
 
     __slots__ = ("path", "line", "field", "message")
 
-    def __init__(self, *, path: str, line: int | None, field: str, message: str) -> None:
+    def __init__(
+        self, *, path: str, line: int | None, field: str, message: str
+    ) -> None:
         self.path = path
         self.line = line
         self.field = field
@@ -70,7 +72,12 @@ class Problem:
         return f"{where}:{field} {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "line": self.line, "field": self.field, "message": self.message}
+        return {
+            "path": self.path,
+            "line": self.line,
+            "field": self.field,
+            "message": self.message,
+        }
 
 
 class ConfigurationError(LobflowsError):

@@ -33,12 +33,30 @@ class Runtime:
         if problems:
             raise errors.FlowFileError(str(flows_dir), problems)
         secrets = SecretStore.load(settings.secrets_file)
-        connections = connectors.build_connections(project.connections, secrets, source=source)
+        connections = connectors.build_connections(
+            project.connections, secrets, source=source
+        )
         store = await open_store(settings)
-        engine = Engine(store=store, project=project, connections=connections, owner=new_owner_id(), lease_seconds=settings.lease_seconds)
+        engine = Engine(
+            store=store,
+            project=project,
+            connections=connections,
+            owner=new_owner_id(),
+            lease_seconds=settings.lease_seconds,
+        )
         await engine.register_flows()
-        worker = Worker(engine, concurrency=settings.concurrency, poll_interval_seconds=settings.poll_interval_seconds)
-        return cls(settings=settings, store=store, secrets=secrets, engine=engine, worker=worker)
+        worker = Worker(
+            engine,
+            concurrency=settings.concurrency,
+            poll_interval_seconds=settings.poll_interval_seconds,
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            secrets=secrets,
+            engine=engine,
+            worker=worker,
+        )
 
     async def close(self) -> None:
         for connection in self.engine.connections.values():
@@ -48,7 +66,9 @@ class Runtime:
 
 async def open_store(settings: Settings) -> RunStore:
     """Open the run store and bring its schema up to date."""
-    store = RunStore(settings.database_url, step_data_budget_bytes=settings.step_data_budget_bytes)
+    store = RunStore(
+        settings.database_url, step_data_budget_bytes=settings.step_data_budget_bytes
+    )
     try:
         await store.migrate()
     except BaseException:

@@ -41,10 +41,27 @@ async def serve(
 
     runtime = await Runtime.open(settings, flows_dir)
     app = create_app(runtime, has_local_worker=with_worker)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", http="httptools", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     background = _background(runtime, with_worker)
-    log.info("Server listening", extra={"event": "server_started", "url": f"http://{host}:{port}", "flows": len(runtime.engine.project.flows), "worker": with_worker})
+    log.info(
+        "Server listening",
+        extra={
+            "event": "server_started",
+            "url": f"http://{host}:{port}",
+            "flows": len(runtime.engine.project.flows),
+            "worker": with_worker,
+        },
+    )
     if started is not None or stop is not None:
         background.append(asyncio.create_task(_watch(server, started, stop)))
     try:
@@ -57,7 +74,9 @@ async def serve(
         await runtime.close()
 
 
-async def _watch(server: uvicorn.Server, started: asyncio.Event | None, stop: asyncio.Event | None) -> None:
+async def _watch(
+    server: uvicorn.Server, started: asyncio.Event | None, stop: asyncio.Event | None
+) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
     if started is not None:
@@ -70,7 +89,10 @@ async def _watch(server: uvicorn.Server, started: asyncio.Event | None, stop: as
 def _background(runtime: Runtime, with_worker: bool) -> list[asyncio.Task[Any]]:
     if not with_worker:
         return []
-    return [asyncio.create_task(runtime.worker.run()), asyncio.create_task(_prune_periodically(runtime))]
+    return [
+        asyncio.create_task(runtime.worker.run()),
+        asyncio.create_task(_prune_periodically(runtime)),
+    ]
 
 
 async def _prune_periodically(runtime: Runtime) -> None:
@@ -98,20 +120,34 @@ async def work(settings: Settings, flows_dir: Path) -> None:
         await runtime.close()
 
 
-async def run_once(settings: Settings, flows_dir: Path, flow: str, data: Any, *, wait: bool, console: Console) -> int:
+async def run_once(
+    settings: Settings,
+    flows_dir: Path,
+    flow: str,
+    data: Any,
+    *,
+    wait: bool,
+    console: Console,
+) -> int:
     """Start a run by hand; execute it here unless asked not to. Returns an exit code."""
     runtime = await Runtime.open(settings, flows_dir)
     try:
-        run, _ = await runtime.engine.start_run(flow, input=data, trigger="manual", claim=wait)
+        run, _ = await runtime.engine.start_run(
+            flow, input=data, trigger="manual", claim=wait
+        )
         if not wait:
-            console.print(f"Run {run.id} stored; a worker will execute it.", highlight=False)
+            console.print(
+                f"Run {run.id} stored; a worker will execute it.", highlight=False
+            )
             return 0
         return await _execute_until_settled(runtime, run.id, console)
     finally:
         await runtime.close()
 
 
-async def resume(settings: Settings, flows_dir: Path, run_id: str, *, console: Console) -> int:
+async def resume(
+    settings: Settings, flows_dir: Path, run_id: str, *, console: Console
+) -> int:
     """Execute a queued run here (after a replay), waiting out its retries."""
     runtime = await Runtime.open(settings, flows_dir)
     try:
@@ -120,15 +156,22 @@ async def resume(settings: Settings, flows_dir: Path, run_id: str, *, console: C
         await runtime.close()
 
 
-async def _execute_until_settled(runtime: Runtime, run_id: str, console: Console) -> int:
+async def _execute_until_settled(
+    runtime: Runtime, run_id: str, console: Console
+) -> int:
     store, engine = runtime.store, runtime.engine
     run = await store.get_run(run_id)
     while not run.is_terminal:
         delay = run.due_at - time.time()
         if delay > 0:
-            console.print(f"[dim]waiting {delay:.1f} s for the next attempt of {run.current_step}…[/]", highlight=False)
+            console.print(
+                f"[dim]waiting {delay:.1f} s for the next attempt of {run.current_step}…[/]",
+                highlight=False,
+            )
             await asyncio.sleep(delay)
-        claimed = await store.claim_run(run_id, owner=engine.owner, lease_seconds=engine.lease_seconds)
+        claimed = await store.claim_run(
+            run_id, owner=engine.owner, lease_seconds=engine.lease_seconds
+        )
         if claimed is None:
             await asyncio.sleep(0.2)  # another worker holds it
         else:

@@ -53,20 +53,42 @@ def test_validate_prints_every_problem_with_file_line_and_field(env, tmp_path: P
 
 
 def test_validate_accepts_the_examples(env):
-    result = support.cli(env, "validate", str(support.ONBOARDING / "flows"), str(support.REPO / "tests" / "flows" / "quote"))
+    result = support.cli(
+        env,
+        "validate",
+        str(support.ONBOARDING / "flows"),
+        str(support.REPO / "tests" / "flows" / "quote"),
+    )
 
     assert result.returncode == 0, result.stderr
-    assert "ok" in result.stdout and "employee-onboarding" in result.stdout and "quote" in result.stdout
+    assert (
+        "ok" in result.stdout
+        and "employee-onboarding" in result.stdout
+        and "quote" in result.stdout
+    )
 
 
 def test_validate_reports_a_connection_of_an_unknown_type(env, tmp_path: Path):
-    (tmp_path / "flow.yaml").write_text((support.REPO / "tests" / "flows" / "quote" / "quote.yaml").read_text())
+    (tmp_path / "flow.yaml").write_text(
+        (support.REPO / "tests" / "flows" / "quote" / "quote.yaml").read_text()
+    )
     (tmp_path / "connections.yaml").write_text("connections:\n  crm: {type: nosuch}\n")
 
-    result = support.cli(env, "--secrets", "/dev/null", "serve", str(tmp_path), "--port", str(support.free_port()))
+    result = support.cli(
+        env,
+        "--secrets",
+        "/dev/null",
+        "serve",
+        str(tmp_path),
+        "--port",
+        str(support.free_port()),
+    )
 
     assert result.returncode == 1
-    assert "connections.crm.type: expected one of erpnext, http, slack_webhook, smtp (got 'nosuch')" in result.stderr
+    assert (
+        "connections.crm.type: expected one of erpnext, http, slack_webhook, smtp (got 'nosuch')"
+        in result.stderr
+    )
 
 
 def test_schema_prints_the_json_schema_of_flow_files(env):
@@ -75,20 +97,37 @@ def test_schema_prints_the_json_schema_of_flow_files(env):
     schema = json.loads(result.stdout)
     assert schema["title"] == "LoB Flows flow file"
     assert {"flow", "card", "trigger", "steps"} <= set(schema["required"])
-    assert set(schema["$defs"]["Card"]["required"]) == {"trigger", "data", "transform", "target", "on_failure", "owner"}
+    assert set(schema["$defs"]["Card"]["required"]) == {
+        "trigger",
+        "data",
+        "transform",
+        "target",
+        "on_failure",
+        "owner",
+    }
 
 
 @pytest.mark.parametrize(
     ("args", "code", "phrase"),
     [
-        (["runs", "show", "abc"], 3, "too short"),  # a prefix shorter than six characters
+        (
+            ["runs", "show", "abc"],
+            3,
+            "too short",
+        ),  # a prefix shorter than six characters
         (["runs", "show", "ffffffffff"], 3, "no run matches"),
         (["dlq", "show", "42"], 3, "no dead letter with id 42"),
         (["dlq", "replay", "42"], 3, "no dead letter with id 42"),
-        (["run", "quote", "--input", "/nonexistent/input.json"], 2, "cannot read input"),
+        (
+            ["run", "quote", "--input", "/nonexistent/input.json"],
+            2,
+            "cannot read input",
+        ),
     ],
 )
-def test_commands_answer_bad_arguments_with_one_line_and_a_named_exit_code(env, args, code, phrase):
+def test_commands_answer_bad_arguments_with_one_line_and_a_named_exit_code(
+    env, args, code, phrase
+):
     result = support.cli(env, *args)
 
     assert result.returncode == code, result.stderr
@@ -98,9 +137,13 @@ def test_commands_answer_bad_arguments_with_one_line_and_a_named_exit_code(env, 
 
 def test_validate_checks_calls_against_the_declared_connections(env, tmp_path: Path):
     flow = (support.REPO / "tests" / "flows" / "quote" / "quote.yaml").read_text()
-    flow = flow.replace("  - respond:", "  - call: nope.create\n  - call: crm.frob\n  - respond:")
+    flow = flow.replace(
+        "  - respond:", "  - call: nope.create\n  - call: crm.frob\n  - respond:"
+    )
     (tmp_path / "quote.yaml").write_text(flow)
-    (tmp_path / "connections.yaml").write_text("connections:\n  crm: {type: http, base_url: 'http://127.0.0.1:9', timeout_seconds: lots}\n  chat: {type: erpnextt}\n")
+    (tmp_path / "connections.yaml").write_text(
+        "connections:\n  crm: {type: http, base_url: 'http://127.0.0.1:9', timeout_seconds: lots}\n  chat: {type: erpnextt}\n"
+    )
 
     result = support.cli(env, "validate", str(tmp_path))
 

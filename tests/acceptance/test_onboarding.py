@@ -24,7 +24,9 @@ def attempts_of(attempts: list, step: str) -> list:
     return [a for a in attempts if a.step == step]
 
 
-async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(onboarding_server, onboarding_env, store: RunStore, standins: Standins):
+async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(
+    onboarding_server, onboarding_env, store: RunStore, standins: Standins
+):
     reply = onboarding_server.post_hire(support.sample_hire())
 
     assert reply.status_code == 202, reply.text
@@ -35,7 +37,9 @@ async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(onboarding_serve
     assert employee["first_name"] == "Ada"
     assert employee["last_name"] == "Quinterro"
     assert employee["employee_name"] == "Ada Quinterro"
-    assert employee["company_email"] == "ada.quinterro@example.com"  # trimmed, lower-cased
+    assert (
+        employee["company_email"] == "ada.quinterro@example.com"
+    )  # trimmed, lower-cased
     assert employee["date_of_joining"] == "2027-01-04"
     assert employee["gender"] == "Female"
     assert employee["custom_bamboohr_id"] == "4127"
@@ -44,15 +48,28 @@ async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(onboarding_serve
     assert mail.rcpt_tos == ("ada.quinterro@example.com",)
     assert employee["name"] in mail.text
     [chat] = standins.chat.messages
-    assert "Ada Quinterro" in chat.payload["text"] and "m.okafor@example.com" in chat.payload["text"]
+    assert (
+        "Ada Quinterro" in chat.payload["text"]
+        and "m.okafor@example.com" in chat.payload["text"]
+    )
 
     shown = support.cli(onboarding_env, "runs", "show", run.id)
     assert shown.returncode == 0, shown.stderr
-    for step in ("hire", "create_employee", "welcome_email", "has_manager", "announce_with_manager"):
-        assert any(step in line and "succeeded" in line for line in shown.stdout.splitlines()), shown.stdout
+    for step in (
+        "hire",
+        "create_employee",
+        "welcome_email",
+        "has_manager",
+        "announce_with_manager",
+    ):
+        assert any(
+            step in line and "succeeded" in line for line in shown.stdout.splitlines()
+        ), shown.stdout
 
 
-async def test_onboarding_without_manager_takes_the_else_branch(onboarding_server, store: RunStore, standins: Standins):
+async def test_onboarding_without_manager_takes_the_else_branch(
+    onboarding_server, store: RunStore, standins: Standins
+):
     reply = onboarding_server.post_hire(support.sample_hire(supervisorEmail=None))
 
     run = await support.wait_for_run(store, reply.json()["run_id"])
@@ -64,7 +81,9 @@ async def test_onboarding_without_manager_takes_the_else_branch(onboarding_serve
     assert "no manager assigned yet" in chat.payload["text"]
 
 
-async def test_onboarding_retries_503_with_growing_delays(onboarding_server, store: RunStore, standins: Standins):
+async def test_onboarding_retries_503_with_growing_delays(
+    onboarding_server, store: RunStore, standins: Standins
+):
     standins.erpnext.add_fault(503, count=2, match="POST /api/resource/Employee")
 
     reply = onboarding_server.post_hire(support.sample_hire())
@@ -84,8 +103,12 @@ async def test_onboarding_retries_503_with_growing_delays(onboarding_server, sto
     assert len(employees(standins)) == 1
 
 
-async def test_onboarding_honours_retry_after(onboarding_server, store: RunStore, standins: Standins):
-    standins.erpnext.add_fault(429, count=1, headers={"Retry-After": "2"}, match="POST /api/resource/Employee")
+async def test_onboarding_honours_retry_after(
+    onboarding_server, store: RunStore, standins: Standins
+):
+    standins.erpnext.add_fault(
+        429, count=1, headers={"Retry-After": "2"}, match="POST /api/resource/Employee"
+    )
 
     reply = onboarding_server.post_hire(support.sample_hire())
     run = await support.wait_for_run(store, reply.json()["run_id"])
@@ -96,12 +119,20 @@ async def test_onboarding_honours_retry_after(onboarding_server, store: RunStore
     assert second.started_at >= first.finished_at + 2.0
 
 
-async def test_onboarding_validation_error_dead_letters_then_replays_with_corrected_input(onboarding_server, onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
+async def test_onboarding_validation_error_dead_letters_then_replays_with_corrected_input(
+    onboarding_server,
+    onboarding_env,
+    store: RunStore,
+    standins: Standins,
+    tmp_path: Path,
+):
     reply = onboarding_server.post_hire(support.sample_hire(dateOfBirth=None))
     run = await support.wait_for_run(store, reply.json()["run_id"])
 
     assert run.status == "failed"
-    [attempt] = attempts_of(await store.attempts(run.id), "create_employee")  # permanent: no retry
+    [attempt] = attempts_of(
+        await store.attempts(run.id), "create_employee"
+    )  # permanent: no retry
     assert attempt.status == "dead"
     assert "417" in run.error and "Date of Birth" in run.error
     assert employees(standins) == []
@@ -115,7 +146,9 @@ async def test_onboarding_validation_error_dead_letters_then_replays_with_correc
     corrected["doc"]["date_of_birth"] = "1991-07-23"
     fixed = tmp_path / "fixed.json"
     fixed.write_text(json.dumps(corrected))
-    replayed = support.cli(onboarding_env, "dlq", "replay", str(letter.id), "--input", str(fixed))
+    replayed = support.cli(
+        onboarding_env, "dlq", "replay", str(letter.id), "--input", str(fixed)
+    )
     assert replayed.returncode == 0, replayed.stderr
 
     run = await support.wait_for_run(store, run.id, statuses=("succeeded",))
@@ -125,7 +158,9 @@ async def test_onboarding_validation_error_dead_letters_then_replays_with_correc
     assert (await store.dead_letter(letter.id)).status == "replayed"
 
 
-async def test_onboarding_chat_failure_replays_from_the_chat_step(onboarding_server, onboarding_env, store: RunStore, standins: Standins):
+async def test_onboarding_chat_failure_replays_from_the_chat_step(
+    onboarding_server, onboarding_env, store: RunStore, standins: Standins
+):
     standins.chat.add_fault(404, body="channel_not_found")
 
     reply = onboarding_server.post_hire(support.sample_hire())
@@ -146,29 +181,41 @@ async def test_onboarding_chat_failure_replays_from_the_chat_step(onboarding_ser
     assert len(employees(standins)) == 1
 
 
-async def test_onboarding_duplicate_delivery_yields_one_run(onboarding_server, store: RunStore, standins: Standins):
+async def test_onboarding_duplicate_delivery_yields_one_run(
+    onboarding_server, store: RunStore, standins: Standins
+):
     first = onboarding_server.post_hire(support.sample_hire())
     second = onboarding_server.post_hire(support.sample_hire())
 
     assert first.status_code == 202 and second.status_code == 200
-    assert second.json() == {"run_id": first.json()["run_id"], "flow": "employee-onboarding", "duplicate": True}
+    assert second.json() == {
+        "run_id": first.json()["run_id"],
+        "flow": "employee-onboarding",
+        "duplicate": True,
+    }
     await support.wait_for_run(store, first.json()["run_id"])
     assert await store.count_runs() == 1
     assert len(employees(standins)) == 1
     assert len(standins.mailbox.messages) == 1
 
 
-async def test_onboarding_resumes_after_sigkill_without_repeating_steps(onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
+async def test_onboarding_resumes_after_sigkill_without_repeating_steps(
+    onboarding_env, store: RunStore, standins: Standins, tmp_path: Path
+):
     # The chat stand-in holds the request long enough to kill the server mid-step.
     standins.chat.add_fault(count=1, delay=3.0, status=503, body="rollup_error")
-    server = support.ServerProcess(onboarding_env, support.ONBOARDING / "flows", tmp_path / "first.log").start()
+    server = support.ServerProcess(
+        onboarding_env, support.ONBOARDING / "flows", tmp_path / "first.log"
+    ).start()
     reply = server.post_hire(support.sample_hire())
     run_id = reply.json()["run_id"]
     await _wait_for_step(store, run_id, "welcome_email")
     server.kill()
     assert (await store.get_run(run_id)).status == "running"
 
-    restarted = support.ServerProcess(onboarding_env, support.ONBOARDING / "flows", tmp_path / "second.log").start()
+    restarted = support.ServerProcess(
+        onboarding_env, support.ONBOARDING / "flows", tmp_path / "second.log"
+    ).start()
     try:
         run = await support.wait_for_run(store, run_id, timeout=30)
     finally:
@@ -178,8 +225,13 @@ async def test_onboarding_resumes_after_sigkill_without_repeating_steps(onboardi
     assert standins.erpnext.request_counts["POST /api/resource/Employee"] == 1
     assert len(standins.mailbox.messages) == 1
     assert len(standins.chat.messages) == 1
-    succeeded = [a.step for a in await store.attempts(run_id) if a.status == "succeeded"]
-    assert succeeded.count("create_employee") == 1 and succeeded.count("welcome_email") == 1
+    succeeded = [
+        a.step for a in await store.attempts(run_id) if a.status == "succeeded"
+    ]
+    assert (
+        succeeded.count("create_employee") == 1
+        and succeeded.count("welcome_email") == 1
+    )
 
 
 async def _wait_for_step(store: RunStore, run_id: str, step: str) -> None:
@@ -192,7 +244,13 @@ async def _wait_for_step(store: RunStore, run_id: str, step: str) -> None:
     raise TimeoutError(f"step {step} did not complete")
 
 
-async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with_a_corrected_run_input(onboarding_server, onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
+async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with_a_corrected_run_input(
+    onboarding_server,
+    onboarding_env,
+    store: RunStore,
+    standins: Standins,
+    tmp_path: Path,
+):
     reply = onboarding_server.post_hire(support.sample_hire(workEmail=None))
     run = await support.wait_for_run(store, reply.json()["run_id"])
 
@@ -202,13 +260,26 @@ async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with
     [letter] = await store.dead_letters()
     assert letter.step == "hire"
 
-    refused = support.cli(onboarding_env, "dlq", "replay", str(letter.id), "--input", str(support.ONBOARDING / "sample-hire.json"))
+    refused = support.cli(
+        onboarding_env,
+        "dlq",
+        "replay",
+        str(letter.id),
+        "--input",
+        str(support.ONBOARDING / "sample-hire.json"),
+    )
     assert refused.returncode == 2 and "--run-input" in refused.stderr
-    hire = json.loads(support.cli(onboarding_env, "dlq", "show", str(letter.id), "--run-input-only").stdout)
+    hire = json.loads(
+        support.cli(
+            onboarding_env, "dlq", "show", str(letter.id), "--run-input-only"
+        ).stdout
+    )
     hire["employees"][0]["fields"]["workEmail"] = "ada.q@example.com"
     fixed = tmp_path / "hire.json"
     fixed.write_text(json.dumps(hire))
-    replayed = support.cli(onboarding_env, "dlq", "replay", str(letter.id), "--run-input", str(fixed))
+    replayed = support.cli(
+        onboarding_env, "dlq", "replay", str(letter.id), "--run-input", str(fixed)
+    )
     assert replayed.returncode == 0, replayed.stderr
 
     await support.wait_for_run(store, run.id, statuses=("succeeded",))
@@ -222,17 +293,41 @@ async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with
         # malformed JSON, correctly signed
         (b'{"employees": [', None, support.HOOK_PATH, 400, "not valid JSON"),
         # a signature made with another key
-        (b"{}", {"X-Signature-256": "sha256=" + "0" * 64}, support.HOOK_PATH, 401, "does not match"),
+        (
+            b"{}",
+            {"X-Signature-256": "sha256=" + "0" * 64},
+            support.HOOK_PATH,
+            401,
+            "does not match",
+        ),
         # no signature at all
         (b"{}", {"X-Signature-256": ""}, support.HOOK_PATH, 401, "missing"),
         # a path no flow listens on
-        (b"{}", None, "/hooks/nobody-here", 404, "no flow listens on /hooks/nobody-here"),
+        (
+            b"{}",
+            None,
+            "/hooks/nobody-here",
+            404,
+            "no flow listens on /hooks/nobody-here",
+        ),
         # larger than the flow's 64 KiB limit
-        (b'{"pad": "' + b"x" * 70_000 + b'"}', None, support.HOOK_PATH, 413, "larger than the limit"),
+        (
+            b'{"pad": "' + b"x" * 70_000 + b'"}',
+            None,
+            support.HOOK_PATH,
+            413,
+            "larger than the limit",
+        ),
         # the dedupe key cannot be computed
         (b'{"employees": []}', None, support.HOOK_PATH, 400, "dedupe key"),
         # an employee id of null must not make every such hire a duplicate
-        (b'{"employees": [{"id": null, "fields": {}}]}', None, support.HOOK_PATH, 400, "null or empty"),
+        (
+            b'{"employees": [{"id": null, "fields": {}}]}',
+            None,
+            support.HOOK_PATH,
+            400,
+            "null or empty",
+        ),
         # nesting deep enough to exhaust a recursive parser
         (b"[" * 30_000, None, support.HOOK_PATH, 400, "not valid JSON"),
         # a lone surrogate cannot be stored or printed as text
@@ -241,8 +336,13 @@ async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with
         (b'{"n": NaN}', None, support.HOOK_PATH, 400, "not valid JSON"),
     ],
 )
-async def test_webhook_rejects_bad_deliveries_and_stores_nothing(onboarding_server, store: RunStore, raw, headers, path, status, phrase):
-    signed = {"Content-Type": "application/json", "X-Signature-256": support.sign(raw, support.WEBHOOK_KEY)}
+async def test_webhook_rejects_bad_deliveries_and_stores_nothing(
+    onboarding_server, store: RunStore, raw, headers, path, status, phrase
+):
+    signed = {
+        "Content-Type": "application/json",
+        "X-Signature-256": support.sign(raw, support.WEBHOOK_KEY),
+    }
     signed.update(headers or {})
     if signed["X-Signature-256"] == "":
         del signed["X-Signature-256"]
@@ -254,7 +354,13 @@ async def test_webhook_rejects_bad_deliveries_and_stores_nothing(onboarding_serv
     assert await store.count_runs() == 0
 
 
-async def test_secret_values_never_reach_logs_rows_or_output(onboarding_server, onboarding_env, store: RunStore, standins: Standins, tmp_path: Path):
+async def test_secret_values_never_reach_logs_rows_or_output(
+    onboarding_server,
+    onboarding_env,
+    store: RunStore,
+    standins: Standins,
+    tmp_path: Path,
+):
     # given runs through success, retry, dead letter and replay
     standins.erpnext.add_fault(503, count=1, match="POST /api/resource/Employee")
     ok = onboarding_server.post_hire(support.sample_hire())
@@ -263,12 +369,16 @@ async def test_secret_values_never_reach_logs_rows_or_output(onboarding_server, 
     failed = await support.wait_for_run(store, bad.json()["run_id"])
     [letter] = await store.dead_letters()
     support.cli(onboarding_env, "dlq", "replay", str(letter.id))
-    await support.wait_for_run(store, failed.id, statuses=("failed", "succeeded"), timeout=10)
+    await support.wait_for_run(
+        store, failed.id, statuses=("failed", "succeeded"), timeout=10
+    )
 
     # when everything a person or a log shipper could see is collected
     seen = [onboarding_server.log()]
     for run_id in (ok.json()["run_id"], failed.id):
-        seen.append(support.cli(onboarding_env, "runs", "show", run_id, "--data").stdout)
+        seen.append(
+            support.cli(onboarding_env, "runs", "show", run_id, "--data").stdout
+        )
     seen.append(support.cli(onboarding_env, "dlq", "show", str(letter.id)).stdout)
     seen.append(support.cli(onboarding_env, "dlq", "list", "--status", "all").stdout)
     async with store.engine.connect() as conn:
@@ -279,5 +389,10 @@ async def test_secret_values_never_reach_logs_rows_or_output(onboarding_server, 
     # then no secret value appears anywhere
     everything = "\n".join(seen)
     assert "create_employee" in everything and "announce_with_manager" in everything
-    for secret in (onboarding_env["LOBFLOWS_SECRET_ERPNEXT_API"], "test-api-secret-value", support.WEBHOOK_KEY, "test-chat-token"):
+    for secret in (
+        onboarding_env["LOBFLOWS_SECRET_ERPNEXT_API"],
+        "test-api-secret-value",
+        support.WEBHOOK_KEY,
+        "test-chat-token",
+    ):
         assert secret not in everything

@@ -32,20 +32,31 @@ async def open_runtime(store_url: str, folder: Path, greeting: str) -> Runtime:
     return await Runtime.open(Settings(database_url=store_url), folder)
 
 
-async def test_a_run_keeps_the_flow_version_it_started_with(store_url: str, tmp_path: Path):
+async def test_a_run_keeps_the_flow_version_it_started_with(
+    store_url: str, tmp_path: Path
+):
     first = await open_runtime(store_url, tmp_path, "Hello")
-    run, _ = await first.engine.start_run("greet", input={"name": "Ada"}, trigger="manual")
+    run, _ = await first.engine.start_run(
+        "greet", input={"name": "Ada"}, trigger="manual"
+    )
     await first.close()
 
     second = await open_runtime(store_url, tmp_path, "Goodbye")
     try:
-        [claimed] = await second.store.claim_runs(owner=second.engine.owner, limit=5, lease_seconds=30)
+        [claimed] = await second.store.claim_runs(
+            owner=second.engine.owner, limit=5, lease_seconds=30
+        )
         await second.engine.execute(claimed)
-        newer, _ = await second.engine.start_run("greet", input={"name": "Bo"}, trigger="manual", claim=True)
+        newer, _ = await second.engine.start_run(
+            "greet", input={"name": "Bo"}, trigger="manual", claim=True
+        )
         await second.engine.execute(newer)
         await second.store.flush()
 
-        old_run, new_run = await second.store.get_run(run.id), await second.store.get_run(newer.id)
+        old_run, new_run = (
+            await second.store.get_run(run.id),
+            await second.store.get_run(newer.id),
+        )
     finally:
         await second.close()
     assert old_run.response["body"] == "Hello, Ada"
@@ -55,11 +66,15 @@ async def test_a_run_keeps_the_flow_version_it_started_with(store_url: str, tmp_
 
 async def test_an_unchanged_flow_keeps_its_version(store_url: str, tmp_path: Path):
     first = await open_runtime(store_url, tmp_path, "Hello")
-    run, _ = await first.engine.start_run("greet", input={"name": "Ada"}, trigger="manual")
+    run, _ = await first.engine.start_run(
+        "greet", input={"name": "Ada"}, trigger="manual"
+    )
     await first.close()
     second = await open_runtime(store_url, tmp_path, "Hello")
     try:
-        again, _ = await second.engine.start_run("greet", input={"name": "Ada"}, trigger="manual")
+        again, _ = await second.engine.start_run(
+            "greet", input={"name": "Ada"}, trigger="manual"
+        )
     finally:
         await second.close()
 

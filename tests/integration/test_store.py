@@ -17,14 +17,24 @@ pytestmark = pytest.mark.integration
 
 
 async def new_flow(store: RunStore, *, retention_days: float = 30) -> int:
-    version_id, _ = await store.register_flow_version(flow="orders", digest=f"d{retention_days}", definition={"flow": "orders", "retention_days": retention_days})
+    version_id, _ = await store.register_flow_version(
+        flow="orders",
+        digest=f"d{retention_days}",
+        definition={"flow": "orders", "retention_days": retention_days},
+    )
     return version_id
 
 
 async def test_register_flow_version_numbers_distinct_contents(store: RunStore):
-    first = await store.register_flow_version(flow="orders", digest="aaa", definition={"v": 1})
-    again = await store.register_flow_version(flow="orders", digest="aaa", definition={"v": 1})
-    changed = await store.register_flow_version(flow="orders", digest="bbb", definition={"v": 2})
+    first = await store.register_flow_version(
+        flow="orders", digest="aaa", definition={"v": 1}
+    )
+    again = await store.register_flow_version(
+        flow="orders", digest="aaa", definition={"v": 1}
+    )
+    changed = await store.register_flow_version(
+        flow="orders", digest="bbb", definition={"v": 2}
+    )
 
     assert first == again and first[1] == 1
     assert changed[1] == 2
@@ -34,8 +44,20 @@ async def test_register_flow_version_numbers_distinct_contents(store: RunStore):
 async def test_create_run_with_a_seen_dedupe_key_returns_the_original(store: RunStore):
     version = await new_flow(store)
 
-    run, created = await store.create_run(flow="orders", flow_version_id=version, input={"n": 1}, trigger="webhook", dedupe_key="order-1")
-    again, created_again = await store.create_run(flow="orders", flow_version_id=version, input={"n": 2}, trigger="webhook", dedupe_key="order-1")
+    run, created = await store.create_run(
+        flow="orders",
+        flow_version_id=version,
+        input={"n": 1},
+        trigger="webhook",
+        dedupe_key="order-1",
+    )
+    again, created_again = await store.create_run(
+        flow="orders",
+        flow_version_id=version,
+        input={"n": 2},
+        trigger="webhook",
+        dedupe_key="order-1",
+    )
 
     assert created and not created_again
     assert again.id == run.id and again.input == {"n": 1}
@@ -45,9 +67,13 @@ async def test_create_run_with_a_seen_dedupe_key_returns_the_original(store: Run
 async def test_claim_runs_never_hands_one_run_to_two_workers(store: RunStore):
     version = await new_flow(store)
     for n in range(40):
-        await store.create_run(flow="orders", flow_version_id=version, input={"n": n}, trigger="manual")
+        await store.create_run(
+            flow="orders", flow_version_id=version, input={"n": n}, trigger="manual"
+        )
 
-    claims = await asyncio.gather(*(store.claim_runs(owner=f"w{i}", limit=7, lease_seconds=30) for i in range(8)))
+    claims = await asyncio.gather(
+        *(store.claim_runs(owner=f"w{i}", limit=7, lease_seconds=30) for i in range(8))
+    )
 
     claimed = [run.id for batch in claims for run in batch]
     assert len(claimed) == len(set(claimed)) == 40
@@ -55,7 +81,14 @@ async def test_claim_runs_never_hands_one_run_to_two_workers(store: RunStore):
 
 async def test_claim_runs_takes_over_a_run_whose_lease_ran_out(store: RunStore):
     version = await new_flow(store)
-    run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual", lease_owner="dead-worker", lease_seconds=0.2)
+    run, _ = await store.create_run(
+        flow="orders",
+        flow_version_id=version,
+        input={},
+        trigger="manual",
+        lease_owner="dead-worker",
+        lease_seconds=0.2,
+    )
 
     assert await store.claim_runs(owner="alive", limit=5, lease_seconds=30) == []
     await asyncio.sleep(0.3)
@@ -66,13 +99,31 @@ async def test_claim_runs_takes_over_a_run_whose_lease_ran_out(store: RunStore):
 
 async def test_record_retry_requeues_the_run_for_later(store: RunStore):
     version = await new_flow(store)
-    run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual", lease_owner="w1")
+    run, _ = await store.create_run(
+        flow="orders",
+        flow_version_id=version,
+        input={},
+        trigger="manual",
+        lease_owner="w1",
+    )
     later = time.time() + 60
 
-    await store.record_retry(run_id=run.id, step="push", attempt=1, input={"a": 1}, error="503", started_at=time.time(), next_attempt_at=later)
+    await store.record_retry(
+        run_id=run.id,
+        step="push",
+        attempt=1,
+        input={"a": 1},
+        error="503",
+        started_at=time.time(),
+        next_attempt_at=later,
+    )
 
     stored = await store.get_run(run.id)
-    assert (stored.status, stored.current_step, stored.current_attempts) == ("queued", "push", 1)
+    assert (stored.status, stored.current_step, stored.current_attempts) == (
+        "queued",
+        "push",
+        1,
+    )
     assert stored.due_at == pytest.approx(later)
     assert await store.claim_runs(owner="w2", limit=5, lease_seconds=30) == []
 
@@ -82,8 +133,17 @@ async def test_step_data_over_the_budget_is_cut_with_a_visible_marker(store_url:
     await store.migrate()
     try:
         version = await new_flow(store)
-        run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
-        await store.record_success(run_id=run.id, step="big", attempt=1, input={"small": 1}, output={"blob": "x" * 5000}, started_at=time.time())
+        run, _ = await store.create_run(
+            flow="orders", flow_version_id=version, input={}, trigger="manual"
+        )
+        await store.record_success(
+            run_id=run.id,
+            step="big",
+            attempt=1,
+            input={"small": 1},
+            output={"blob": "x" * 5000},
+            started_at=time.time(),
+        )
 
         [attempt] = await store.attempts(run.id)
     finally:
@@ -94,10 +154,23 @@ async def test_step_data_over_the_budget_is_cut_with_a_visible_marker(store_url:
     assert attempt.output["preview"].startswith('{"blob": "xxx')
 
 
-async def test_dead_letter_replay_queues_the_run_with_the_corrected_input(store: RunStore):
+async def test_dead_letter_replay_queues_the_run_with_the_corrected_input(
+    store: RunStore,
+):
     version = await new_flow(store)
-    run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
-    letter = await store.record_dead_letter(run_id=run.id, flow="orders", step="push", attempt=1, input={"qty": -1}, error="417 qty", retryable=False, started_at=time.time())
+    run, _ = await store.create_run(
+        flow="orders", flow_version_id=version, input={}, trigger="manual"
+    )
+    letter = await store.record_dead_letter(
+        run_id=run.id,
+        flow="orders",
+        step="push",
+        attempt=1,
+        input={"qty": -1},
+        error="417 qty",
+        retryable=False,
+        started_at=time.time(),
+    )
 
     await store.replay_dead_letter(letter, corrected_input={"qty": 1})
 
@@ -108,17 +181,41 @@ async def test_dead_letter_replay_queues_the_run_with_the_corrected_input(store:
         await store.replay_dead_letter(letter)
 
 
-async def test_prune_deletes_finished_runs_past_retention_but_keeps_open_dead_letters(store: RunStore):
+async def test_prune_deletes_finished_runs_past_retention_but_keeps_open_dead_letters(
+    store: RunStore,
+):
     version = await new_flow(store, retention_days=1)
     finished = []
     for n in range(12):
-        run, _ = await store.create_run(flow="orders", flow_version_id=version, input={"n": n}, trigger="manual")
-        await store.record_success(run_id=run.id, step="a", attempt=1, input=None, output={"n": n}, started_at=time.time())
+        run, _ = await store.create_run(
+            flow="orders", flow_version_id=version, input={"n": n}, trigger="manual"
+        )
+        await store.record_success(
+            run_id=run.id,
+            step="a",
+            attempt=1,
+            input=None,
+            output={"n": n},
+            started_at=time.time(),
+        )
         await store.finish_run(run.id)
         finished.append(run.id)
-    parked, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
-    await store.record_dead_letter(run_id=parked.id, flow="orders", step="a", attempt=1, input=None, error="x", retryable=False, started_at=time.time())
-    fresh, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
+    parked, _ = await store.create_run(
+        flow="orders", flow_version_id=version, input={}, trigger="manual"
+    )
+    await store.record_dead_letter(
+        run_id=parked.id,
+        flow="orders",
+        step="a",
+        attempt=1,
+        input=None,
+        error="x",
+        retryable=False,
+        started_at=time.time(),
+    )
+    fresh, _ = await store.create_run(
+        flow="orders", flow_version_id=version, input={}, trigger="manual"
+    )
 
     removed = await retention.prune(store, batch_size=5, now=time.time() + 2 * 86_400)
 
@@ -135,8 +232,20 @@ async def test_prune_shrinks_the_sqlite_file(tmp_path: Path):
     try:
         version = await new_flow(store, retention_days=1)
         for n in range(300):
-            run, _ = await store.create_run(flow="orders", flow_version_id=version, input={"pad": "p" * 2000, "n": n}, trigger="manual")
-            await store.record_success(run_id=run.id, step="a", attempt=1, input={"pad": "q" * 2000}, output={"pad": "r" * 2000}, started_at=time.time())
+            run, _ = await store.create_run(
+                flow="orders",
+                flow_version_id=version,
+                input={"pad": "p" * 2000, "n": n},
+                trigger="manual",
+            )
+            await store.record_success(
+                run_id=run.id,
+                step="a",
+                attempt=1,
+                input={"pad": "q" * 2000},
+                output={"pad": "r" * 2000},
+                started_at=time.time(),
+            )
             await store.finish_run(run.id)
         async with store.engine.connect() as conn:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -155,10 +264,23 @@ async def test_prune_shrinks_the_sqlite_file(tmp_path: Path):
 
 async def test_a_dead_letter_is_replayed_once_even_when_asked_at_once(store: RunStore):
     version = await new_flow(store)
-    run, _ = await store.create_run(flow="orders", flow_version_id=version, input={}, trigger="manual")
-    letter = await store.record_dead_letter(run_id=run.id, flow="orders", step="push", attempt=1, input={}, error="x", retryable=False, started_at=time.time())
+    run, _ = await store.create_run(
+        flow="orders", flow_version_id=version, input={}, trigger="manual"
+    )
+    letter = await store.record_dead_letter(
+        run_id=run.id,
+        flow="orders",
+        step="push",
+        attempt=1,
+        input={},
+        error="x",
+        retryable=False,
+        started_at=time.time(),
+    )
 
-    outcomes = await asyncio.gather(*(store.replay_dead_letter(letter) for _ in range(6)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(store.replay_dead_letter(letter) for _ in range(6)), return_exceptions=True
+    )
 
     assert sum(1 for o in outcomes if o == run.id) == 1
     assert all(isinstance(o, errors.StoreError) for o in outcomes if o != run.id)

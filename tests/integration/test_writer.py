@@ -28,7 +28,9 @@ def writer(tmp_path: Path):
 
 
 def insert(k: int, v: str):
-    return lambda conn: conn.exec_driver_sql("INSERT INTO t (k, v) VALUES (?, ?)", (k, v)).rowcount
+    return lambda conn: (
+        conn.exec_driver_sql("INSERT INTO t (k, v) VALUES (?, ?)", (k, v)).rowcount
+    )
 
 
 async def test_concurrent_writes_all_commit_and_return_their_results(writer):
@@ -45,12 +47,21 @@ async def test_a_failing_write_fails_alone(writer):
     group, reader = writer
     await group.submit(insert(1, "first"))
 
-    outcomes = await asyncio.gather(group.submit(insert(2, "a")), group.submit(insert(1, "duplicate")), group.submit(insert(3, "b")), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        group.submit(insert(2, "a")),
+        group.submit(insert(1, "duplicate")),
+        group.submit(insert(3, "b")),
+        return_exceptions=True,
+    )
 
     assert outcomes[0] == 1 and outcomes[2] == 1
     assert isinstance(outcomes[1], sa.exc.IntegrityError)
     with reader.connect() as conn:
-        assert conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k").all() == [(1, "first"), (2, "a"), (3, "b")]
+        assert conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k").all() == [
+            (1, "first"),
+            (2, "a"),
+            (3, "b"),
+        ]
 
 
 async def test_an_awaited_write_implies_every_earlier_queued_write_is_committed(writer):
@@ -61,4 +72,7 @@ async def test_an_awaited_write_implies_every_earlier_queued_write_is_committed(
     await group.submit(lambda conn: None)
 
     with reader.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM t WHERE v = 'queued'").scalar() == 50
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM t WHERE v = 'queued'").scalar()
+            == 50
+        )

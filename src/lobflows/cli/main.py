@@ -37,21 +37,29 @@ app = typer.Typer(
     add_completion=False,
 )
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Work the dead letter queue: list, show, replay, discard.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Work the dead letter queue: list, show, replay, discard.",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 
-FlowsDir = Annotated[Path, typer.Argument(help="Folder of flow files (and connections.yaml).", envvar="LOBFLOWS_FLOWS")]
+FlowsDir = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder of flow files (and connections.yaml).", envvar="LOBFLOWS_FLOWS"
+    ),
+]
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
 
 
-class LetterStatus(str, enum.Enum):
+class LetterStatus(enum.StrEnum):
     open = "open"
     replayed = "replayed"
     discarded = "discarded"
@@ -68,15 +76,68 @@ options = _Options()
 
 @app.callback()
 def main_options(
-    db: Annotated[str, typer.Option("--db", envvar="LOBFLOWS_DB", help="Run store URL: sqlite:///file.db or postgresql://…")] = DEFAULT_DATABASE_URL,
-    secrets_file: Annotated[Path | None, typer.Option("--secrets", envvar="LOBFLOWS_SECRETS_FILE", help="YAML file of secret name: value.")] = None,
-    api_token: Annotated[str | None, typer.Option("--api-token", envvar="LOBFLOWS_API_TOKEN", help="Bearer token that opens the REST API.", show_default=False)] = None,
-    lease_seconds: Annotated[float, typer.Option(envvar="LOBFLOWS_LEASE_SECONDS", help="Lease of a claimed run without a heartbeat.")] = 30.0,
-    concurrency: Annotated[int, typer.Option(envvar="LOBFLOWS_CONCURRENCY", help="Runs in progress per process.")] = 64,
-    poll_interval: Annotated[float, typer.Option(envvar="LOBFLOWS_POLL_INTERVAL", help="Seconds between looks for due runs.")] = 0.5,
-    log_level: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
-    log_format: Annotated[str, typer.Option(envvar="LOBFLOWS_LOG_FORMAT", help="text or json.")] = "text",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="LOBFLOWS_VERBOSE", help="Show tracebacks of unexpected errors.")] = False,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            envvar="LOBFLOWS_DB",
+            help="Run store URL: sqlite:///file.db or postgresql://…",
+        ),
+    ] = DEFAULT_DATABASE_URL,
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets",
+            envvar="LOBFLOWS_SECRETS_FILE",
+            help="YAML file of secret name: value.",
+        ),
+    ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            "--api-token",
+            envvar="LOBFLOWS_API_TOKEN",
+            help="Bearer token that opens the REST API.",
+            show_default=False,
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="LOBFLOWS_LEASE_SECONDS",
+            help="Lease of a claimed run without a heartbeat.",
+        ),
+    ] = 30.0,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            envvar="LOBFLOWS_CONCURRENCY", help="Runs in progress per process."
+        ),
+    ] = 64,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="LOBFLOWS_POLL_INTERVAL", help="Seconds between looks for due runs."
+        ),
+    ] = 0.5,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="LOBFLOWS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."
+        ),
+    ] = "INFO",
+    log_format: Annotated[
+        str, typer.Option(envvar="LOBFLOWS_LOG_FORMAT", help="text or json.")
+    ] = "text",
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="LOBFLOWS_VERBOSE",
+            help="Show tracebacks of unexpected errors.",
+        ),
+    ] = False,
 ) -> None:
     try:
         options.settings = Settings(
@@ -92,11 +153,16 @@ def main_options(
     except Exception as exc:
         _fail(f"invalid setting: {exc}", EXIT_USAGE)
     options.verbose = verbose
-    logs.configure(level=options.settings.log_level, json_lines=options.settings.log_format == "json")
+    logs.configure(
+        level=options.settings.log_level,
+        json_lines=options.settings.log_format == "json",
+    )
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
     if hint:
         err_console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False)
     raise typer.Exit(code)
@@ -110,7 +176,9 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
     except errors.FlowFileError as exc:
         for problem in exc.problems:
-            err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
+            err_console.print(
+                str(problem), highlight=False, soft_wrap=True, markup=False
+            )
         _fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
     except errors.RunNotFoundError as exc:
         _fail(str(exc), EXIT_NOT_FOUND)
@@ -121,7 +189,11 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     except Exception as exc:
         if options.verbose:
             err_console.print_exception()
-        _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_INTERNAL, "run again with --verbose to see the traceback")
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc}",
+            EXIT_INTERNAL,
+            "run again with --verbose to see the traceback",
+        )
     raise AssertionError("unreachable")
 
 
@@ -147,19 +219,27 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 @app.command()
-def validate(paths: Annotated[list[Path], typer.Argument(help="Flow files or folders.")]) -> None:
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Flow files or folders.")],
+) -> None:
     """Check flow files; print every problem with file, line, field and what was expected.
 
     A folder is checked as a project: its flows, its connections.yaml, and
     that every call names a declared connection and a known action.
     """
-    from lobflows.connectors import base as connectors
     from lobflows.spec import loader
 
     problems: list[errors.Problem] = []
     for path in paths:
         if not path.exists():
-            problems.append(errors.Problem(path=str(path), line=None, field="", message="no such file or folder"))
+            problems.append(
+                errors.Problem(
+                    path=str(path),
+                    line=None,
+                    field="",
+                    message="no such file or folder",
+                )
+            )
     files = loader.flow_files(paths)
     loaded: dict[Path, Any] = {}
     for path in files:
@@ -168,13 +248,25 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Flow files or fol
         except errors.FlowFileError as exc:
             problems.extend(exc.problems)
     for folder in (p for p in paths if p.is_dir()):
-        problems.extend(_project_problems(folder, [f for p, f in loaded.items() if p.parent == folder]))
+        problems.extend(
+            _project_problems(
+                folder, [f for p, f in loaded.items() if p.parent == folder]
+            )
+        )
     for path, flow in loaded.items():
-        console.print(f"[green]ok[/] {escape(str(path))} [dim]({flow.name}, {len(flow.spec.steps)} steps)[/]", highlight=False)
+        console.print(
+            f"[green]ok[/] {escape(str(path))} [dim]({flow.name}, {len(flow.spec.steps)} steps)[/]",
+            highlight=False,
+        )
     for problem in problems:
         err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
     if problems or not files:
-        _fail(f"{len(problems)} problem(s) in {len(files)} file(s)" if files else "no flow files found", EXIT_PROBLEMS)
+        _fail(
+            f"{len(problems)} problem(s) in {len(files)} file(s)"
+            if files
+            else "no flow files found",
+            EXIT_PROBLEMS,
+        )
 
 
 def _project_problems(folder: Path, flows: list[Any]) -> list[errors.Problem]:
@@ -207,14 +299,29 @@ def schema() -> None:
 @app.command()
 def serve(
     flows_dir: FlowsDir,
-    host: Annotated[str, typer.Option(envvar="LOBFLOWS_HOST", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="LOBFLOWS_PORT", help="Port to listen on.")] = 8700,
-    no_worker: Annotated[bool, typer.Option("--no-worker", envvar="LOBFLOWS_NO_WORKER", help="Serve HTTP only; separate workers execute runs.")] = False,
+    host: Annotated[
+        str, typer.Option(envvar="LOBFLOWS_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="LOBFLOWS_PORT", help="Port to listen on.")
+    ] = 8700,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            envvar="LOBFLOWS_NO_WORKER",
+            help="Serve HTTP only; separate workers execute runs.",
+        ),
+    ] = False,
 ) -> None:
     """Serve webhooks and the API, and execute runs in the same process."""
     from lobflows import server
 
-    run_async(server.serve(options.settings, flows_dir, host=host, port=port, with_worker=not no_worker))
+    run_async(
+        server.serve(
+            options.settings, flows_dir, host=host, port=port, with_worker=not no_worker
+        )
+    )
 
 
 @app.command()
@@ -228,9 +335,22 @@ def worker(flows_dir: FlowsDir) -> None:
 @app.command("run")
 def run_flow(
     flow: Annotated[str, typer.Argument(help="Flow name, or path to a flow file.")],
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the run's input.")] = None,
-    flows_dir: Annotated[Path, typer.Option("--flows", envvar="LOBFLOWS_FLOWS", help="Folder of flows, when FLOW is a name.")] = Path("."),
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Only store the run; a worker executes it.")] = False,
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="JSON file with the run's input."),
+    ] = None,
+    flows_dir: Annotated[
+        Path,
+        typer.Option(
+            "--flows",
+            envvar="LOBFLOWS_FLOWS",
+            help="Folder of flows, when FLOW is a name.",
+        ),
+    ] = Path("."),
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Only store the run; a worker executes it."),
+    ] = False,
 ) -> None:
     """Start a run by hand and, unless --no-wait, execute it here."""
     from lobflows import server
@@ -238,7 +358,11 @@ def run_flow(
     data = _read_json(input_file, "input") if input_file else {}
     if flow.endswith((".yaml", ".yml")):
         flows_dir, flow = Path(flow).parent, run_async(_flow_name(Path(flow)))
-    code = run_async(server.run_once(options.settings, flows_dir, flow, data, wait=not no_wait, console=console))
+    code = run_async(
+        server.run_once(
+            options.settings, flows_dir, flow, data, wait=not no_wait, console=console
+        )
+    )
     raise typer.Exit(code)
 
 
@@ -264,19 +388,27 @@ async def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
 @runs_app.command("list")
 def runs_list(
     flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
-    status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
+    status: Annotated[
+        RunStatus | None, typer.Option(help="Only runs in this status.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 50,
 ) -> None:
     """List runs, newest first."""
     chosen = status.value if status else None
-    runs = run_async(_with_store(lambda s: s.list_runs(flow=flow, status=chosen, limit=limit)))
+    runs = run_async(
+        _with_store(lambda s: s.list_runs(flow=flow, status=chosen, limit=limit))
+    )
     console.print(views.runs_table(runs))
 
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="Run id or a prefix of at least 6 characters.")],
-    data: Annotated[bool, typer.Option("--data", help="Also print each attempt's input and output.")] = False,
+    run_id: Annotated[
+        str, typer.Argument(help="Run id or a prefix of at least 6 characters.")
+    ],
+    data: Annotated[
+        bool, typer.Option("--data", help="Also print each attempt's input and output.")
+    ] = False,
 ) -> None:
     """Show a run: each step's attempts, status, duration and (redacted) data."""
 
@@ -290,20 +422,36 @@ def runs_show(
 
 @dlq_app.command("list")
 def dlq_list(
-    status: Annotated[LetterStatus, typer.Option(help="Only dead letters in this status.")] = LetterStatus.open,
+    status: Annotated[
+        LetterStatus, typer.Option(help="Only dead letters in this status.")
+    ] = LetterStatus.open,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 100,
 ) -> None:
     """List dead letters, newest first."""
     chosen = None if status is LetterStatus.all else status.value
-    letters = run_async(_with_store(lambda s: s.dead_letters(status=chosen, limit=limit)))
+    letters = run_async(
+        _with_store(lambda s: s.dead_letters(status=chosen, limit=limit))
+    )
     console.print(views.dead_letters_table(letters))
 
 
 @dlq_app.command("show")
 def dlq_show(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
-    input_only: Annotated[bool, typer.Option("--input-only", help="Print only the failed step's input as JSON, to correct and replay with --input.")] = False,
-    run_input_only: Annotated[bool, typer.Option("--run-input-only", help="Print only the run's input as JSON, to correct and replay with --run-input.")] = False,
+    input_only: Annotated[
+        bool,
+        typer.Option(
+            "--input-only",
+            help="Print only the failed step's input as JSON, to correct and replay with --input.",
+        ),
+    ] = False,
+    run_input_only: Annotated[
+        bool,
+        typer.Option(
+            "--run-input-only",
+            help="Print only the run's input as JSON, to correct and replay with --run-input.",
+        ),
+    ] = False,
 ) -> None:
     """Show a dead letter: the failed step, its input, the run's input and the error."""
 
@@ -313,7 +461,14 @@ def dlq_show(
 
     letter, run = run_async(_with_store(load))
     if input_only or run_input_only:
-        sys.stdout.write(json.dumps(letter.step_input if input_only else run.input, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                letter.step_input if input_only else run.input,
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
         return
     views.print_dead_letter(console, letter, run)
 
@@ -321,15 +476,37 @@ def dlq_show(
 @dlq_app.command("replay")
 def dlq_replay(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the corrected input of the failed step (call and respond steps).")] = None,
-    run_input_file: Annotated[Path | None, typer.Option("--run-input", help="JSON file that replaces the run's input (the trigger payload) every step reads.")] = None,
-    flows_dir: Annotated[Path | None, typer.Option("--flows", envvar="LOBFLOWS_FLOWS", help="Execute here with these flows, instead of leaving it to a worker.")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSON file with the corrected input of the failed step (call and respond steps).",
+        ),
+    ] = None,
+    run_input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-input",
+            help="JSON file that replaces the run's input (the trigger payload) every step reads.",
+        ),
+    ] = None,
+    flows_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--flows",
+            envvar="LOBFLOWS_FLOWS",
+            help="Execute here with these flows, instead of leaving it to a worker.",
+        ),
+    ] = None,
 ) -> None:
     """Queue a dead-lettered run again from its failed step."""
     from lobflows import server
 
     corrected = _read_json(input_file, "corrected input") if input_file else None
-    corrected_run = _read_json(run_input_file, "corrected run input") if run_input_file else None
+    corrected_run = (
+        _read_json(run_input_file, "corrected run input") if run_input_file else None
+    )
 
     async def replay(store: Any) -> str:
         letter = await store.dead_letter(dead_letter_id)
@@ -339,16 +516,24 @@ def dlq_replay(
                 EXIT_USAGE,
                 f"correct the run's input instead: lobflows dlq replay {dead_letter_id} --run-input FILE",
             )
-        return await store.replay_dead_letter(dead_letter_id, corrected_input=corrected, corrected_run_input=corrected_run)
+        return await store.replay_dead_letter(
+            dead_letter_id, corrected_input=corrected, corrected_run_input=corrected_run
+        )
 
     run_id = run_async(_with_store(replay))
     console.print(f"Run {run_id} queued again from its failed step.", highlight=False)
     if flows_dir is not None:
-        raise typer.Exit(run_async(server.resume(options.settings, flows_dir, run_id, console=console)))
+        raise typer.Exit(
+            run_async(
+                server.resume(options.settings, flows_dir, run_id, console=console)
+            )
+        )
 
 
 @dlq_app.command("discard")
-def dlq_discard(dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")]) -> None:
+def dlq_discard(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+) -> None:
     """Close a dead letter without replaying it."""
     run_async(_with_store(lambda s: s.discard_dead_letter(dead_letter_id)))
     console.print(f"Dead letter {dead_letter_id} discarded.")
@@ -356,25 +541,42 @@ def dlq_discard(dead_letter_id: Annotated[int, typer.Argument(help="Dead letter 
 
 @app.command()
 def prune(
-    batch_size: Annotated[int, typer.Option(help="Runs deleted per transaction.")] = 500,
+    batch_size: Annotated[
+        int, typer.Option(help="Runs deleted per transaction.")
+    ] = 500,
 ) -> None:
     """Delete finished runs past their flow's retention and give the space back."""
     from lobflows.store import retention
 
-    removed = run_async(_with_store(lambda s: retention.prune(s, batch_size=batch_size)))
+    removed = run_async(
+        _with_store(lambda s: retention.prune(s, batch_size=batch_size))
+    )
     console.print(f"Pruned {removed} run(s).")
 
 
 @app.command()
 def demo(
-    flows_dir: Annotated[Path, typer.Argument(help="The example to run.")] = Path("examples/onboarding"),
-    port: Annotated[int, typer.Option(envvar="LOBFLOWS_PORT", help="Port of the LoB Flows server.")] = 8700,
-    once: Annotated[bool, typer.Option("--once", help="Exit after the sample run instead of serving on.")] = False,
+    flows_dir: Annotated[Path, typer.Argument(help="The example to run.")] = Path(
+        "examples/onboarding"
+    ),
+    port: Annotated[
+        int, typer.Option(envvar="LOBFLOWS_PORT", help="Port of the LoB Flows server.")
+    ] = 8700,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Exit after the sample run instead of serving on."),
+    ] = False,
 ) -> None:
     """Run an example end to end: stand-ins for ERPNext, chat and mail, the server, one sample run."""
     from lobflows import demo as demo_module
 
-    raise typer.Exit(run_async(demo_module.run_demo(options.settings, flows_dir, port=port, once=once, console=console)))
+    raise typer.Exit(
+        run_async(
+            demo_module.run_demo(
+                options.settings, flows_dir, port=port, once=once, console=console
+            )
+        )
+    )
 
 
 def main() -> None:

@@ -13,7 +13,16 @@ from rich.table import Table
 from lobflows.secrets import redactor
 from lobflows.store import Attempt, DeadLetter, RunRecord
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "red", "queued": "yellow", "running": "cyan", "open": "red", "replayed": "green", "discarded": "dim"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "red",
+    "queued": "yellow",
+    "running": "cyan",
+    "open": "red",
+    "replayed": "green",
+    "discarded": "dim",
+}
 MAX_SHOWN_CHARACTERS = 2000
 
 
@@ -36,7 +45,9 @@ def status(text: str) -> str:
 
 def shown(value: Any) -> str:
     """Stored data as indented JSON, secrets masked, safe to print as markup."""
-    text = json.dumps(redactor.redact_data(value), indent=2, default=str, ensure_ascii=False)
+    text = json.dumps(
+        redactor.redact_data(value), indent=2, default=str, ensure_ascii=False
+    )
     if len(text) > MAX_SHOWN_CHARACTERS:
         text = text[:MAX_SHOWN_CHARACTERS] + f"\n… ({len(text)} characters in all)"
     return escape(text)
@@ -52,25 +63,61 @@ def plain(text: str | None, limit: int | None = None) -> str:
 
 def runs_table(runs: list[RunRecord]) -> Table:
     table = Table(title=f"{len(runs)} run(s)", title_justify="left")
-    for column in ("run", "flow", "status", "trigger", "started (UTC)", "duration", "error"):
+    for column in (
+        "run",
+        "flow",
+        "status",
+        "trigger",
+        "started (UTC)",
+        "duration",
+        "error",
+    ):
         table.add_column(column, overflow="fold")
     for run in runs:
-        table.add_row(run.id, run.flow, status(run.status), run.trigger, when(run.created_at), duration(run.created_at, run.finished_at), plain(run.error, 80))
+        table.add_row(
+            run.id,
+            run.flow,
+            status(run.status),
+            run.trigger,
+            when(run.created_at),
+            duration(run.created_at, run.finished_at),
+            plain(run.error, 80),
+        )
     return table
 
 
-def print_run(console: Console, run: RunRecord, attempts: list[Attempt], *, with_data: bool) -> None:
-    console.print(f"[bold]Run {run.id}[/]  flow [bold]{run.flow}[/]  {status(run.status)}", highlight=False)
-    console.print(f"trigger {run.trigger}  started {when(run.created_at)} UTC  duration {duration(run.created_at, run.finished_at)}", highlight=False)
+def print_run(
+    console: Console, run: RunRecord, attempts: list[Attempt], *, with_data: bool
+) -> None:
+    console.print(
+        f"[bold]Run {run.id}[/]  flow [bold]{run.flow}[/]  {status(run.status)}",
+        highlight=False,
+    )
+    console.print(
+        f"trigger {run.trigger}  started {when(run.created_at)} UTC  duration {duration(run.created_at, run.finished_at)}",
+        highlight=False,
+    )
     if run.status == "queued" and run.current_step:
-        console.print(f"next attempt of {run.current_step} at {when(run.due_at)} UTC", highlight=False)
+        console.print(
+            f"next attempt of {run.current_step} at {when(run.due_at)} UTC",
+            highlight=False,
+        )
     if run.error:
-        console.print(f"[red]error:[/] {plain(run.error)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]error:[/] {plain(run.error)}", highlight=False, soft_wrap=True
+        )
     table = Table(title_justify="left")
     for column in ("step", "attempt", "status", "started (UTC)", "duration", "error"):
         table.add_column(column, overflow="fold")
     for a in attempts:
-        table.add_row(a.step, str(a.attempt), status(a.status), when(a.started_at), duration(a.started_at, a.finished_at), plain(a.error))
+        table.add_row(
+            a.step,
+            str(a.attempt),
+            status(a.status),
+            when(a.started_at),
+            duration(a.started_at, a.finished_at),
+            plain(a.error),
+        )
     console.print(table)
     if run.response is not None:
         console.print("response:", shown(run.response), highlight=False)
@@ -88,14 +135,30 @@ def dead_letters_table(letters: list[DeadLetter]) -> Table:
     for column in ("id", "run", "flow", "step", "status", "since (UTC)", "error"):
         table.add_column(column, overflow="fold")
     for d in letters:
-        table.add_row(str(d.id), d.run_id, d.flow, d.step, status(d.status), when(d.created_at), plain(d.error, 100))
+        table.add_row(
+            str(d.id),
+            d.run_id,
+            d.flow,
+            d.step,
+            status(d.status),
+            when(d.created_at),
+            plain(d.error, 100),
+        )
     return table
 
 
 def print_dead_letter(console: Console, letter: DeadLetter, run: RunRecord) -> None:
-    console.print(f"[bold]Dead letter {letter.id}[/]  {status(letter.status)}  run {letter.run_id}", highlight=False)
-    console.print(f"flow {letter.flow}  step {letter.step}  since {when(letter.created_at)} UTC", highlight=False)
-    console.print(f"[red]error:[/] {plain(letter.error)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]Dead letter {letter.id}[/]  {status(letter.status)}  run {letter.run_id}",
+        highlight=False,
+    )
+    console.print(
+        f"flow {letter.flow}  step {letter.step}  since {when(letter.created_at)} UTC",
+        highlight=False,
+    )
+    console.print(
+        f"[red]error:[/] {plain(letter.error)}", highlight=False, soft_wrap=True
+    )
     if letter.step_input is not None:
         console.print("step input:", shown(letter.step_input), highlight=False)
     console.print("run input:", shown(run.input), highlight=False)
@@ -105,4 +168,7 @@ def print_dead_letter(console: Console, letter: DeadLetter, run: RunRecord) -> N
         fix = f"lobflows dlq show {letter.id} --input-only > step.json; edit; lobflows dlq replay {letter.id} --input step.json"
     else:
         fix = f"lobflows dlq show {letter.id} --run-input-only > run.json; edit; lobflows dlq replay {letter.id} --run-input run.json"
-    console.print(f"[dim]to correct: {escape(fix)}\nto retry as is: lobflows dlq replay {letter.id}   to close: lobflows dlq discard {letter.id}[/]", highlight=False)
+    console.print(
+        f"[dim]to correct: {escape(fix)}\nto retry as is: lobflows dlq replay {letter.id}   to close: lobflows dlq discard {letter.id}[/]",
+        highlight=False,
+    )

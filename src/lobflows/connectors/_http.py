@@ -39,12 +39,17 @@ class AddressGuard:
     """Refuses hosts that resolve to link-local, metadata or multicast addresses."""
 
     def __init__(self, allowed: list[str] | None = None) -> None:
-        self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed or [])
+        self.allowed = tuple(
+            ipaddress.ip_network(n, strict=False) for n in allowed or []
+        )
         self._checked: dict[str, float] = {}
 
     async def check(self, host: str, port: int) -> None:
         checked_at = self._checked.get(host)
-        if checked_at is not None and time.monotonic() - checked_at < _RESOLVE_CACHE_SECONDS:
+        if (
+            checked_at is not None
+            and time.monotonic() - checked_at < _RESOLVE_CACHE_SECONDS
+        ):
             return
         for address in await _resolve(host, port):
             if self._is_blocked(address):
@@ -55,7 +60,9 @@ class AddressGuard:
                 )
         self._checked[host] = time.monotonic()
 
-    def _is_blocked(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def _is_blocked(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> bool:
         if any(address in network for network in self.allowed):
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -63,13 +70,17 @@ class AddressGuard:
         return any(address in network for network in BLOCKED_NETWORKS)
 
 
-async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+async def _resolve(
+    host: str, port: int
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
         return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         pass
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )
     except socket.gaierror as exc:
         raise errors.TransportError(f"cannot resolve {host}: {exc.strerror}") from exc
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
@@ -100,19 +111,39 @@ class GuardedClient:
             follow_redirects=False,
         )
 
-    async def request(self, method: str, url: str, *, timeout_seconds: float | None = None, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         request = self.client.build_request(method, url, **kwargs)
         if timeout_seconds is not None:
             request.extensions["timeout"] = httpx.Timeout(timeout_seconds).as_dict()
-        await self.guard.check(request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        await self.guard.check(
+            request.url.host,
+            request.url.port or (443 if request.url.scheme == "https" else 80),
+        )
         target = request.url.host if self.path_is_secret else request.url.path
         try:
             return await self.client.send(request)
         except httpx.TimeoutException as exc:
-            raise errors.TransportError(f"{self.connection}: {method} {target} timed out", connection=self.connection) from exc
+            raise errors.TransportError(
+                f"{self.connection}: {method} {target} timed out",
+                connection=self.connection,
+            ) from exc
         except httpx.TransportError as exc:
-            reason = type(exc).__name__ if self.path_is_secret else (str(exc) or type(exc).__name__)
-            raise errors.TransportError(f"{self.connection}: {method} {target} failed: {reason}", connection=self.connection) from exc
+            reason = (
+                type(exc).__name__
+                if self.path_is_secret
+                else (str(exc) or type(exc).__name__)
+            )
+            raise errors.TransportError(
+                f"{self.connection}: {method} {target} failed: {reason}",
+                connection=self.connection,
+            ) from exc
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -134,7 +165,9 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def status_error(message: str, response: httpx.Response, *, connection: str) -> errors.RemoteStatusError:
+def status_error(
+    message: str, response: httpx.Response, *, connection: str
+) -> errors.RemoteStatusError:
     """An error for a failed response, classified by status."""
     return errors.RemoteStatusError(
         message,

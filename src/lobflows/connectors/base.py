@@ -61,7 +61,9 @@ class Connector:
         self.settings = settings
         self.secrets = secrets
 
-    async def call(self, action: str, params: dict[str, Any], context: CallContext) -> Any:
+    async def call(
+        self, action: str, params: dict[str, Any], context: CallContext
+    ) -> Any:
         if action not in self.actions:
             known = ", ".join(sorted(self.actions))
             raise errors.StepInputError(
@@ -74,15 +76,20 @@ class Connector:
         """Release pooled connections."""
 
 
-def parse_params(model: type[pydantic.BaseModel], params: dict[str, Any], *, action: str) -> Any:
+def parse_params(
+    model: type[pydantic.BaseModel], params: dict[str, Any], *, action: str
+) -> Any:
     """Validate an action's parameters, naming the field on failure."""
     try:
         return model.model_validate(params)
     except pydantic.ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(input)'}: {e['msg'].lower()}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(input)'}: {e['msg'].lower()}"
+            for e in exc.errors()
         )
-        raise errors.StepInputError(f"action {action} got invalid input: {problems}") from None
+        raise errors.StepInputError(
+            f"action {action} got invalid input: {problems}"
+        ) from None
 
 
 def connector_classes() -> dict[str, type[Connector]]:
@@ -94,13 +101,19 @@ def connector_classes() -> dict[str, type[Connector]]:
 
 
 def build_connections(
-    declared: dict[str, dict[str, Any]], secrets: SecretStore, *, source: str = "connections.yaml"
+    declared: dict[str, dict[str, Any]],
+    secrets: SecretStore,
+    *,
+    source: str = "connections.yaml",
 ) -> dict[str, Connector]:
     """Create a connector per declared connection, validating every setting up front."""
     validated, problems = _validate_settings(declared, source)
     if problems:
         raise errors.FlowFileError(source, problems)
-    return {name: cls(name, settings, secrets) for name, (cls, settings) in validated.items()}
+    return {
+        name: cls(name, settings, secrets)
+        for name, (cls, settings) in validated.items()
+    }
 
 
 def check_project(project: Project, *, source: str) -> list[errors.Problem]:
@@ -112,16 +125,33 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
             if not isinstance(step.get("call"), str) or "." not in step["call"]:
                 continue
             name, action = step["call"].split(".", 1)
-            message = _call_problem(name, action, project.connections, classes, validated)
+            message = _call_problem(
+                name, action, project.connections, classes, validated
+            )
             if message:
                 line = flow.lines.get((*location, "call"))
-                problems.append(errors.Problem(path=flow.path, line=line, field=f"{_dotted_steps(location)}.call", message=message))
+                problems.append(
+                    errors.Problem(
+                        path=flow.path,
+                        line=line,
+                        field=f"{_dotted_steps(location)}.call",
+                        message=message,
+                    )
+                )
     return problems
 
 
-def _call_problem(name: str, action: str, declared: dict[str, Any], classes: dict[str, type[Connector]], validated: dict[str, Any]) -> str | None:
+def _call_problem(
+    name: str,
+    action: str,
+    declared: dict[str, Any],
+    classes: dict[str, type[Connector]],
+    validated: dict[str, Any],
+) -> str | None:
     if name not in declared:
-        known = ", ".join(sorted(declared)) or "none (no connections.yaml beside the flow)"
+        known = (
+            ", ".join(sorted(declared)) or "none (no connections.yaml beside the flow)"
+        )
         return f"no connection named {name!r}; declared: {known}"
     cls = classes.get(str((declared[name] or {}).get("type")))
     if cls is not None and action not in cls.actions:
@@ -130,10 +160,15 @@ def _call_problem(name: str, action: str, declared: dict[str, Any], classes: dic
 
 
 def _dotted_steps(location: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(location))
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+        for i, p in enumerate(location)
+    )
 
 
-def _validate_settings(declared: dict[str, dict[str, Any]], source: str) -> tuple[dict[str, tuple[type[Connector], Settings]], list[errors.Problem]]:
+def _validate_settings(
+    declared: dict[str, dict[str, Any]], source: str
+) -> tuple[dict[str, tuple[type[Connector], Settings]], list[errors.Problem]]:
     classes = connector_classes()
     problems: list[errors.Problem] = []
     validated: dict[str, tuple[type[Connector], Settings]] = {}
@@ -143,12 +178,23 @@ def _validate_settings(declared: dict[str, dict[str, Any]], source: str) -> tupl
         cls = classes.get(str(kind))
         if cls is None:
             known = ", ".join(sorted(classes))
-            problems.append(errors.Problem(path=source, line=None, field=f"connections.{name}.type", message=f"expected one of {known} (got {kind!r})"))
+            problems.append(
+                errors.Problem(
+                    path=source,
+                    line=None,
+                    field=f"connections.{name}.type",
+                    message=f"expected one of {known} (got {kind!r})",
+                )
+            )
             continue
         try:
             validated[name] = (cls, cls.settings_model.model_validate(settings))
         except pydantic.ValidationError as exc:
             for e in exc.errors():
                 field = ".".join(str(p) for p in ("connections", name, *e["loc"]))
-                problems.append(errors.Problem(path=source, line=None, field=field, message=e["msg"].lower()))
+                problems.append(
+                    errors.Problem(
+                        path=source, line=None, field=field, message=e["msg"].lower()
+                    )
+                )
     return validated, problems

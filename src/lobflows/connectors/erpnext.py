@@ -24,7 +24,9 @@ from lobflows.connectors import _http, base
 
 class ErpnextSettings(base.Settings):
     base_url: pydantic.HttpUrl
-    auth_secret: str = pydantic.Field(description="Secret holding 'api_key:api_secret'.")
+    auth_secret: str = pydantic.Field(
+        description="Secret holding 'api_key:api_secret'."
+    )
     timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
     allow_networks: list[str] = pydantic.Field(default_factory=list)
 
@@ -33,7 +35,9 @@ class CreateParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     doctype: str = pydantic.Field(min_length=1)
     doc: dict[str, Any]
-    unique_field: str | None = pydantic.Field(default=None, description="Look up by this field before creating.")
+    unique_field: str | None = pydantic.Field(
+        default=None, description="Look up by this field before creating."
+    )
 
 
 class GetParams(pydantic.BaseModel):
@@ -44,7 +48,14 @@ class GetParams(pydantic.BaseModel):
 
 # 409 on a retried create means the first try got through; TimestampMismatch
 # means a concurrent save, worth a fresh try.
-_RETRYABLE_EXC_TYPES = frozenset({"TimestampMismatchError", "TooManyRequestsError", "SessionStopped", "InReadOnlyMode"})
+_RETRYABLE_EXC_TYPES = frozenset(
+    {
+        "TimestampMismatchError",
+        "TooManyRequestsError",
+        "SessionStopped",
+        "InReadOnlyMode",
+    }
+)
 _TAGS = re.compile(r"<[^>]+>")
 
 
@@ -71,28 +82,59 @@ class ErpnextConnector(base.Connector):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.secrets.get(self.settings.auth_secret)}"}
 
-    async def action_create(self, params: dict[str, Any], context: base.CallContext) -> Any:
-        p: CreateParams = base.parse_params(CreateParams, params, action=f"{self.name}.create")
+    async def action_create(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
+        p: CreateParams = base.parse_params(
+            CreateParams, params, action=f"{self.name}.create"
+        )
         if p.unique_field:
-            existing = await self._find(p.doctype, p.unique_field, p.doc.get(p.unique_field), context)
+            existing = await self._find(
+                p.doctype, p.unique_field, p.doc.get(p.unique_field), context
+            )
             if existing is not None:
                 return existing
         path = f"/api/resource/{quote(p.doctype, safe='')}"
-        response = await self.client.request("POST", path, json=p.doc, headers=self._headers(), timeout_seconds=context.timeout_seconds)
+        response = await self.client.request(
+            "POST",
+            path,
+            json=p.doc,
+            headers=self._headers(),
+            timeout_seconds=context.timeout_seconds,
+        )
         return self._data(response, f"create {p.doctype}")
 
-    async def action_get(self, params: dict[str, Any], context: base.CallContext) -> Any:
+    async def action_get(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
         p: GetParams = base.parse_params(GetParams, params, action=f"{self.name}.get")
         path = f"/api/resource/{quote(p.doctype, safe='')}/{quote(p.name, safe='')}"
-        response = await self.client.request("GET", path, headers=self._headers(), timeout_seconds=context.timeout_seconds)
+        response = await self.client.request(
+            "GET",
+            path,
+            headers=self._headers(),
+            timeout_seconds=context.timeout_seconds,
+        )
         return self._data(response, f"get {p.doctype} {p.name}")
 
-    async def _find(self, doctype: str, field: str, value: Any, context: base.CallContext) -> Any:
+    async def _find(
+        self, doctype: str, field: str, value: Any, context: base.CallContext
+    ) -> Any:
         if value is None:
-            raise errors.StepInputError(f"unique_field {field!r} has no value in the document")
-        query = {"fields": json.dumps(["*"]), "filters": json.dumps([[field, "=", value]]), "limit_page_length": 1}
+            raise errors.StepInputError(
+                f"unique_field {field!r} has no value in the document"
+            )
+        query = {
+            "fields": json.dumps(["*"]),
+            "filters": json.dumps([[field, "=", value]]),
+            "limit_page_length": 1,
+        }
         response = await self.client.request(
-            "GET", f"/api/resource/{quote(doctype, safe='')}", params=query, headers=self._headers(), timeout_seconds=context.timeout_seconds
+            "GET",
+            f"/api/resource/{quote(doctype, safe='')}",
+            params=query,
+            headers=self._headers(),
+            timeout_seconds=context.timeout_seconds,
         )
         rows = self._data(response, f"look up {doctype} by {field}")
         return rows[0] if rows else None
@@ -106,7 +148,9 @@ class ErpnextConnector(base.Connector):
         body = _http.response_body(response)
         exc_type = body.get("exc_type") if isinstance(body, dict) else None
         messages = server_messages(body) if isinstance(body, dict) else []
-        detail = "; ".join(messages) or (str(body)[:300] if body else response.reason_phrase)
+        detail = "; ".join(messages) or (
+            str(body)[:300] if body else response.reason_phrase
+        )
         kind = f" {exc_type}" if exc_type else ""
         message = f"ERPNext {what} failed with {response.status_code}{kind}: {detail}"
         error = _http.status_error(message, response, connection=self.name)
@@ -126,7 +170,9 @@ def server_messages(body: dict[str, Any]) -> list[str]:
         return []
     try:
         items = json.loads(raw)
-        decoded = [json.loads(item) if isinstance(item, str) else item for item in items]
+        decoded = [
+            json.loads(item) if isinstance(item, str) else item for item in items
+        ]
     except (TypeError, ValueError):
         return [str(raw)[:300]]
     texts = [d.get("message", "") if isinstance(d, dict) else str(d) for d in decoded]

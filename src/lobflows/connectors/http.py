@@ -15,8 +15,12 @@ class Auth(base.Settings):
     """How requests authenticate; the value comes from a secret, by name."""
 
     kind: Literal["bearer", "basic", "header", "token"]
-    secret: str = pydantic.Field(description="Name of the secret holding the credential.")
-    header: str = pydantic.Field(default="Authorization", description="For kind header: the header name.")
+    secret: str = pydantic.Field(
+        description="Name of the secret holding the credential."
+    )
+    header: str = pydantic.Field(
+        default="Authorization", description="For kind header: the header name."
+    )
 
 
 class HttpSettings(base.Settings):
@@ -24,13 +28,17 @@ class HttpSettings(base.Settings):
     auth: Auth | None = None
     headers: dict[str, str] = pydantic.Field(default_factory=dict)
     timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(default_factory=list, description="CIDRs exempt from the address guard.")
+    allow_networks: list[str] = pydantic.Field(
+        default_factory=list, description="CIDRs exempt from the address guard."
+    )
 
 
 class RequestParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str = pydantic.Field(default="/", description="Relative to the connection's base_url.")
+    path: str = pydantic.Field(
+        default="/", description="Relative to the connection's base_url."
+    )
     json_: Any = pydantic.Field(default=None, alias="json")
     params: dict[str, Any] = pydantic.Field(default_factory=dict)
     headers: dict[str, str] = pydantic.Field(default_factory=dict)
@@ -41,10 +49,10 @@ class RequestParams(pydantic.BaseModel):
         # An absolute URL would carry the connection's credentials to
         # whatever host run data names.
         if "://" in path or path.startswith("//") or "\\" in path:
-            raise ValueError("must be a path relative to the connection's base_url, not a URL")
+            raise ValueError(
+                "must be a path relative to the connection's base_url, not a URL"
+            )
         return path
-
-
 
 
 def auth_headers(auth: Auth | None, secrets: Any) -> dict[str, str]:
@@ -80,19 +88,35 @@ class HttpConnector(base.Connector):
             allow_networks=settings.allow_networks,
         )
 
-    async def action_request(self, params: dict[str, Any], context: base.CallContext) -> Any:
-        p: RequestParams = base.parse_params(RequestParams, params, action="http.request")
+    async def action_request(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
+        p: RequestParams = base.parse_params(
+            RequestParams, params, action="http.request"
+        )
         headers = {**auth_headers(self.settings.auth, self.secrets), **p.headers}
         if p.method != "GET":
             headers.setdefault("Idempotency-Key", context.idempotency_key)
         response = await self.client.request(
-            p.method, p.path, json=p.json_, params=p.params, headers=headers, timeout_seconds=context.timeout_seconds
+            p.method,
+            p.path,
+            json=p.json_,
+            params=p.params,
+            headers=headers,
+            timeout_seconds=context.timeout_seconds,
         )
         body = _http.response_body(response)
         if response.is_error:
-            raise _http.status_error(f"{self.name}: {p.method} {p.path} answered {response.status_code}: {str(body)[:300]}", response, connection=self.name)
-        return {"status": response.status_code, "headers": dict(response.headers), "body": body}
+            raise _http.status_error(
+                f"{self.name}: {p.method} {p.path} answered {response.status_code}: {str(body)[:300]}",
+                response,
+                connection=self.name,
+            )
+        return {
+            "status": response.status_code,
+            "headers": dict(response.headers),
+            "body": body,
+        }
 
     async def close(self) -> None:
         await self.client.close()
-

@@ -16,7 +16,9 @@ from lobflows.secrets import redactor
 
 
 class SlackWebhookSettings(base.Settings):
-    url_secret: str = pydantic.Field(description="Secret holding the incoming-webhook URL.")
+    url_secret: str = pydantic.Field(
+        description="Secret holding the incoming-webhook URL."
+    )
     timeout_seconds: float = pydantic.Field(default=15.0, gt=0)
     allow_networks: list[str] = pydantic.Field(default_factory=list)
 
@@ -49,16 +51,26 @@ class SlackWebhookConnector(base.Connector):
             path_is_secret=True,
         )
 
-    async def action_post(self, params: dict[str, Any], context: base.CallContext) -> Any:
-        p: PostParams = base.parse_params(PostParams, params, action=f"{self.name}.post")
+    async def action_post(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
+        p: PostParams = base.parse_params(
+            PostParams, params, action=f"{self.name}.post"
+        )
         url = self.secrets.get(self.settings.url_secret)
         redactor.register(urlsplit(url).path)
         payload = p.model_dump(exclude_none=True)
-        response = await self.client.request("POST", url, json=payload, timeout_seconds=context.timeout_seconds)
+        response = await self.client.request(
+            "POST", url, json=payload, timeout_seconds=context.timeout_seconds
+        )
         if response.is_error:
             # The path of the URL is the secret; name only the host.
             host = urlsplit(url).hostname
-            raise _http.status_error(f"chat webhook at {host} answered {response.status_code}: {response.text[:200]}", response, connection=self.name)
+            raise _http.status_error(
+                f"chat webhook at {host} answered {response.status_code}: {response.text[:200]}",
+                response,
+                connection=self.name,
+            )
         return {"status": response.status_code, "answer": response.text[:200]}
 
     async def close(self) -> None:

@@ -21,13 +21,19 @@ from lobflows.connectors import _http, base
 class SmtpSettings(base.Settings):
     host: str
     port: int = pydantic.Field(default=587, gt=0, lt=65536)
-    security: Literal["none", "starttls", "tls"] = pydantic.Field(default="starttls", description="none, starttls (587) or implicit tls (465).")
+    security: Literal["none", "starttls", "tls"] = pydantic.Field(
+        default="starttls", description="none, starttls (587) or implicit tls (465)."
+    )
     username: str | None = None
-    password_secret: str | None = pydantic.Field(default=None, description="Secret holding the SMTP password.")
+    password_secret: str | None = pydantic.Field(
+        default=None, description="Secret holding the SMTP password."
+    )
     from_address: str = pydantic.Field(alias="from", description="Default sender.")
     timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
     message_id_domain: str = pydantic.Field(default="lobflows.local")
-    allow_networks: list[str] = pydantic.Field(default_factory=list, description="CIDRs exempt from the address guard.")
+    allow_networks: list[str] = pydantic.Field(
+        default_factory=list, description="CIDRs exempt from the address guard."
+    )
 
 
 class SendParams(pydantic.BaseModel):
@@ -69,25 +75,48 @@ class SmtpConnector(base.Connector):
         super().__init__(name, settings, secrets)
         self.guard = _http.AddressGuard(settings.allow_networks)
 
-    async def action_send(self, params: dict[str, Any], context: base.CallContext) -> Any:
-        p: SendParams = base.parse_params(SendParams, params, action=f"{self.name}.send")
+    async def action_send(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
+        p: SendParams = base.parse_params(
+            SendParams, params, action=f"{self.name}.send"
+        )
         message = self._message(p, context)
         await self.guard.check(self.settings.host, self.settings.port)
         try:
-            refused, reply = await aiosmtplib.send(message, **self._smtp_options(context))
+            refused, reply = await aiosmtplib.send(
+                message, **self._smtp_options(context)
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise errors.ConnectorError(
-                f"{self.name}: every recipient was refused: " + "; ".join(f"{r.recipient} ({r.code} {r.message})" for r in exc.recipients),
+                f"{self.name}: every recipient was refused: "
+                + "; ".join(
+                    f"{r.recipient} ({r.code} {r.message})" for r in exc.recipients
+                ),
                 retryable=all(400 <= c < 500 for c in codes),
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            raise errors.ConnectorError(f"{self.name}: server answered {exc.code} {exc.message}", retryable=400 <= exc.code < 500) from exc
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            raise errors.TransportError(f"{self.name}: cannot deliver to {self.settings.host}:{self.settings.port}: {exc}") from exc
+            raise errors.ConnectorError(
+                f"{self.name}: server answered {exc.code} {exc.message}",
+                retryable=400 <= exc.code < 500,
+            ) from exc
+        except (
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPServerDisconnected,
+            aiosmtplib.SMTPTimeoutError,
+            OSError,
+        ) as exc:
+            raise errors.TransportError(
+                f"{self.name}: cannot deliver to {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
         except aiosmtplib.SMTPException as exc:
             raise errors.ConnectorError(f"{self.name}: {exc}", retryable=False) from exc
-        return {"message_id": message["Message-ID"], "refused": sorted(refused), "reply": reply}
+        return {
+            "message_id": message["Message-ID"],
+            "refused": sorted(refused),
+            "reply": reply,
+        }
 
     def _message(self, p: SendParams, context: base.CallContext) -> EmailMessage:
         message = EmailMessage()
@@ -99,7 +128,9 @@ class SmtpConnector(base.Connector):
             message["Reply-To"] = p.reply_to
         message["Subject"] = p.subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = f"<{context.idempotency_key}@{self.settings.message_id_domain}>"
+        message["Message-ID"] = (
+            f"<{context.idempotency_key}@{self.settings.message_id_domain}>"
+        )
         message.set_content(p.text if p.text is not None else "")
         if p.html is not None:
             message.add_alternative(p.html, subtype="html")

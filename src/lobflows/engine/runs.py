@@ -55,7 +55,15 @@ class _Pass:
 class Engine:
     """Starts runs and executes them against the run store and the connections."""
 
-    def __init__(self, *, store: RunStore, project: Project, connections: dict[str, connectors.Connector], owner: str, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        project: Project,
+        connections: dict[str, connectors.Connector],
+        owner: str,
+        lease_seconds: float = 30.0,
+    ) -> None:
         self.store = store
         self.project = project
         self.connections = connections
@@ -69,19 +77,35 @@ class Engine:
     async def register_flows(self) -> None:
         """Store the current version of every flow; unchanged flows keep their version."""
         for loaded in self.project.flows.values():
-            version_id, version = await self.store.register_flow_version(flow=loaded.name, digest=loaded.digest, definition=loaded.document)
+            version_id, version = await self.store.register_flow_version(
+                flow=loaded.name, digest=loaded.digest, definition=loaded.document
+            )
             self._versions[loaded.name] = version_id
             self._flows_by_version[version_id] = loaded.spec
-            log.debug("Flow loaded", extra={"event": "flow_loaded", "flow": loaded.name, "version": version})
+            log.debug(
+                "Flow loaded",
+                extra={"event": "flow_loaded", "flow": loaded.name, "version": version},
+            )
 
     def flow(self, name: str) -> LoadedFlow:
         try:
             return self.project.flows[name]
         except KeyError:
             known = ", ".join(sorted(self.project.flows)) or "none"
-            raise errors.RunNotFoundError(f"no flow named {name!r}; loaded flows: {known}") from None
+            raise errors.RunNotFoundError(
+                f"no flow named {name!r}; loaded flows: {known}"
+            ) from None
 
-    async def start_run(self, flow: str, *, input: Any, trigger: str, trigger_data: Any = None, dedupe_key: str | None = None, claim: bool = False) -> tuple[RunRecord, bool]:
+    async def start_run(
+        self,
+        flow: str,
+        *,
+        input: Any,
+        trigger: str,
+        trigger_data: Any = None,
+        dedupe_key: str | None = None,
+        claim: bool = False,
+    ) -> tuple[RunRecord, bool]:
         """Store a new run (durably, before returning); a seen dedupe key gives the original run."""
         self.flow(flow)
         run, created = await self.store.create_run(
@@ -95,9 +119,20 @@ class Engine:
             lease_seconds=self.lease_seconds,
         )
         if created:
-            log.info("Run started", extra={"event": "run_started", "run_id": run.id, "flow": flow, "trigger": trigger})
+            log.info(
+                "Run started",
+                extra={
+                    "event": "run_started",
+                    "run_id": run.id,
+                    "flow": flow,
+                    "trigger": trigger,
+                },
+            )
         else:
-            log.info("Duplicate trigger resolved to its run", extra={"event": "run_deduplicated", "run_id": run.id, "flow": flow})
+            log.info(
+                "Duplicate trigger resolved to its run",
+                extra={"event": "run_deduplicated", "run_id": run.id, "flow": flow},
+            )
         return run, created
 
     # -- synchronous replies --------------------------------------------
@@ -127,10 +162,23 @@ class Engine:
         """
         flow = await self._flow_of(run)
         completed = {} if fresh else await self.store.completed_steps(run.id)
-        context = {"input": run.input, "trigger": run.trigger_data or {}, "steps": dict(completed), "run": {"id": run.id, "flow": run.flow}}
+        context = {
+            "input": run.input,
+            "trigger": run.trigger_data or {},
+            "steps": dict(completed),
+            "run": {"id": run.id, "flow": run.flow},
+        }
         state = _Pass(run=run, flow=flow, completed=completed, context=context)
         if completed:
-            log.info("Run resumed", extra={"event": "run_resumed", "run_id": run.id, "flow": run.flow, "completed_steps": len(completed)})
+            log.info(
+                "Run resumed",
+                extra={
+                    "event": "run_resumed",
+                    "run_id": run.id,
+                    "flow": run.flow,
+                    "completed_steps": len(completed),
+                },
+            )
         try:
             await self._run_block(state, flow.steps)
         except _Stop as stop:
@@ -139,7 +187,15 @@ class Engine:
             return stop.outcome
         await self.store.finish_run(run.id, wait=False)
         self._answer(run.id, None)
-        log.info("Run succeeded", extra={"event": "run_succeeded", "run_id": run.id, "flow": run.flow, "seconds": round(time.time() - run.created_at, 4)})
+        log.info(
+            "Run succeeded",
+            extra={
+                "event": "run_succeeded",
+                "run_id": run.id,
+                "flow": run.flow,
+                "seconds": round(time.time() - run.created_at, 4),
+            },
+        )
         return StepOutcome("succeeded")
 
     async def _flow_of(self, run: RunRecord) -> models.Flow:
@@ -154,14 +210,18 @@ class Engine:
     async def _run_block(self, state: _Pass, steps: list[Any]) -> None:
         for step in steps:
             if step.id in state.completed:
-                await self._run_block(state, self._chosen_block(step, state.completed[step.id]))
+                await self._run_block(
+                    state, self._chosen_block(step, state.completed[step.id])
+                )
                 continue
             output = await self._run_step(state, step)
             await self._run_block(state, self._chosen_block(step, output))
 
     @staticmethod
     def _chosen_block(step: Any, output: Any) -> list[Any]:
-        if not isinstance(step, models.IfStep | models.SwitchStep) or not isinstance(output, dict):
+        if not isinstance(step, models.IfStep | models.SwitchStep) or not isinstance(
+            output, dict
+        ):
             return []
         blocks = dict(models.child_blocks(step))
         return blocks.get(output.get("branch"), [])
@@ -176,13 +236,32 @@ class Engine:
             step_input = self._step_input(state, step)
             output = await self._perform(state, step, step_input, attempt)
         except errors.LobflowsError as exc:
-            raise await self._fail(state, step, exc, attempt=attempt, step_input=step_input, started_at=started_at) from None
+            raise await self._fail(
+                state,
+                step,
+                exc,
+                attempt=attempt,
+                step_input=step_input,
+                started_at=started_at,
+            ) from None
         except Exception as exc:
             # A defect in a connector or a custom step, not in the data: it is
             # logged with its traceback once and parks the run for a person.
-            log.exception("Step raised an unexpected error", extra={"event": "step_crashed", **ids})
-            failure = errors.RunError(f"step {step.id!r} raised {type(exc).__name__}: {exc}")
-            raise await self._fail(state, step, failure, attempt=attempt, step_input=step_input, started_at=started_at) from None
+            log.exception(
+                "Step raised an unexpected error",
+                extra={"event": "step_crashed", **ids},
+            )
+            failure = errors.RunError(
+                f"step {step.id!r} raised {type(exc).__name__}: {exc}"
+            )
+            raise await self._fail(
+                state,
+                step,
+                failure,
+                attempt=attempt,
+                step_input=step_input,
+                started_at=started_at,
+            ) from None
         response = output if isinstance(step, models.RespondStep) else None
         # Only a call reaches outside the run; other steps are pure and are
         # simply repeated if a crash comes before their record commits.
@@ -201,7 +280,14 @@ class Engine:
             self._answer(run.id, response)
         state.completed[step.id] = output
         state.context["steps"][step.id] = output
-        log.info("Step succeeded", extra={"event": "step_succeeded", **ids, "seconds": round(time.time() - started_at, 4)})
+        log.info(
+            "Step succeeded",
+            extra={
+                "event": "step_succeeded",
+                **ids,
+                "seconds": round(time.time() - started_at, 4),
+            },
+        )
         return output
 
     def _step_input(self, state: _Pass, step: Any) -> Any:
@@ -218,14 +304,20 @@ class Engine:
         try:
             return templates.render_value(value, context)
         except errors.TemplateError as exc:
-            raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+            raise errors.StepInputError(
+                f"step {step.id!r}: {exc}", step=step.id
+            ) from None
 
-    async def _perform(self, state: _Pass, step: Any, step_input: Any, attempt: int) -> Any:
+    async def _perform(
+        self, state: _Pass, step: Any, step_input: Any, attempt: int
+    ) -> Any:
         if isinstance(step, models.MapStep):
             try:
                 return mapping.apply_mapping(step.map, state.context)
             except errors.StepInputError as exc:
-                raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+                raise errors.StepInputError(
+                    f"step {step.id!r}: {exc}", step=step.id
+                ) from None
         if isinstance(step, models.CallStep):
             return await self._call(state, step, step_input, attempt)
         if isinstance(step, models.IfStep):
@@ -234,7 +326,10 @@ class Engine:
         if isinstance(step, models.SwitchStep):
             value = self._value(step, step.switch, state.context)
             key = f"case:{value}"
-            return {"branch": key if str(value) in step.cases else "default", "value": value}
+            return {
+                "branch": key if str(value) in step.cases else "default",
+                "value": value,
+            }
         if isinstance(step, models.RespondStep):
             return _checked_response(step, step_input)
         raise errors.DefinitionError(f"step {step.id!r} has an unknown kind")
@@ -243,46 +338,116 @@ class Engine:
         try:
             return templates.evaluate_condition(source, context)
         except errors.TemplateError as exc:
-            raise errors.StepInputError(f"step {step.id!r}: condition {source!r}: {exc}", step=step.id) from None
+            raise errors.StepInputError(
+                f"step {step.id!r}: condition {source!r}: {exc}", step=step.id
+            ) from None
 
     def _value(self, step: Any, source: str, context: dict[str, Any]) -> Any:
         try:
             return templates.compile_condition(source).render(context)
         except errors.TemplateError as exc:
-            raise errors.StepInputError(f"step {step.id!r}: {exc}", step=step.id) from None
+            raise errors.StepInputError(
+                f"step {step.id!r}: {exc}", step=step.id
+            ) from None
 
-    async def _call(self, state: _Pass, step: models.CallStep, params: Any, attempt: int) -> Any:
+    async def _call(
+        self, state: _Pass, step: models.CallStep, params: Any, attempt: int
+    ) -> Any:
         connection_name, action = step.call.split(".", 1)
         connector = self.connections.get(connection_name)
         if connector is None:
             known = ", ".join(sorted(self.connections)) or "none"
-            raise errors.StepInputError(f"step {step.id!r}: no connection named {connection_name!r}; declared: {known}", step=step.id)
+            raise errors.StepInputError(
+                f"step {step.id!r}: no connection named {connection_name!r}; declared: {known}",
+                step=step.id,
+            )
         if not isinstance(params, dict):
-            raise errors.StepInputError(f"step {step.id!r}: input must be a mapping of parameters", step=step.id)
-        context = connectors.CallContext(run_id=state.run.id, flow=state.run.flow, step=step.id, attempt=attempt, timeout_seconds=step.timeout_seconds)
+            raise errors.StepInputError(
+                f"step {step.id!r}: input must be a mapping of parameters", step=step.id
+            )
+        context = connectors.CallContext(
+            run_id=state.run.id,
+            flow=state.run.flow,
+            step=step.id,
+            attempt=attempt,
+            timeout_seconds=step.timeout_seconds,
+        )
         try:
-            return await asyncio.wait_for(connector.call(action, params, context), timeout=step.timeout_seconds)
+            return await asyncio.wait_for(
+                connector.call(action, params, context), timeout=step.timeout_seconds
+            )
         except TimeoutError:
-            raise errors.TransportError(f"step {step.id!r}: {step.call} took longer than {step.timeout_seconds} s") from None
+            raise errors.TransportError(
+                f"step {step.id!r}: {step.call} took longer than {step.timeout_seconds} s"
+            ) from None
 
-    async def _fail(self, state: _Pass, step: Any, exc: errors.LobflowsError, *, attempt: int, step_input: Any, started_at: float) -> _Stop:
+    async def _fail(
+        self,
+        state: _Pass,
+        step: Any,
+        exc: errors.LobflowsError,
+        *,
+        attempt: int,
+        step_input: Any,
+        started_at: float,
+    ) -> _Stop:
         """Journal a failed attempt: schedule a retry or dead-letter the run."""
         run = state.run
-        policy = (step.retry if isinstance(step, models.CallStep) else None) or state.flow.retry
+        policy = (
+            step.retry if isinstance(step, models.CallStep) else None
+        ) or state.flow.retry
         message = redactor.redact(f"{exc}")
         ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
         safe_input = redactor.redact_data(step_input)
         if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
-            delay = retry_policy.delay_seconds(policy, failed_attempt=attempt, retry_after_seconds=exc.retry_after_seconds)
+            delay = retry_policy.delay_seconds(
+                policy,
+                failed_attempt=attempt,
+                retry_after_seconds=exc.retry_after_seconds,
+            )
             next_at = time.time() + delay
-            await self.store.record_retry(run_id=run.id, step=step.id, attempt=attempt, input=safe_input, error=message, started_at=started_at, next_attempt_at=next_at)
-            log.info("Step failed; retry scheduled", extra={"event": "step_retry_scheduled", **ids, "delay_seconds": round(delay, 3), "error": message})
+            await self.store.record_retry(
+                run_id=run.id,
+                step=step.id,
+                attempt=attempt,
+                input=safe_input,
+                error=message,
+                started_at=started_at,
+                next_attempt_at=next_at,
+            )
+            log.info(
+                "Step failed; retry scheduled",
+                extra={
+                    "event": "step_retry_scheduled",
+                    **ids,
+                    "delay_seconds": round(delay, 3),
+                    "error": message,
+                },
+            )
             for callback in self.on_retry_scheduled:
                 callback(next_at)
             return _Stop(StepOutcome("queued", next_attempt_at=next_at))
-        letter = await self.store.record_dead_letter(run_id=run.id, flow=run.flow, step=step.id, attempt=attempt, input=safe_input, error=message, retryable=exc.retryable, started_at=started_at)
+        letter = await self.store.record_dead_letter(
+            run_id=run.id,
+            flow=run.flow,
+            step=step.id,
+            attempt=attempt,
+            input=safe_input,
+            error=message,
+            retryable=exc.retryable,
+            started_at=started_at,
+        )
         reason = "retries exhausted" if exc.retryable else "permanent error"
-        log.warning("Run moved to the dead letter queue", extra={"event": "run_dead_lettered", **ids, "dead_letter": letter, "reason": reason, "error": message})
+        log.warning(
+            "Run moved to the dead letter queue",
+            extra={
+                "event": "run_dead_lettered",
+                **ids,
+                "dead_letter": letter,
+                "reason": reason,
+                "error": message,
+            },
+        )
         return _Stop(StepOutcome("failed"))
 
 
@@ -293,10 +458,24 @@ def _checked_response(step: Any, response: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         status = 0
     if not 100 <= status <= 599:
-        raise errors.StepInputError(f"step {step.id!r}: status must be an HTTP status from 100 to 599 (got {response.get('status')!r})", step=step.id)
+        raise errors.StepInputError(
+            f"step {step.id!r}: status must be an HTTP status from 100 to 599 (got {response.get('status')!r})",
+            step=step.id,
+        )
     headers = response.get("headers") or {}
     for name, value in headers.items():
         text = str(value)
-        if any(c in text for c in "\r\n\0") or not text.isascii() or not str(name).isascii():
-            raise errors.StepInputError(f"step {step.id!r}: header {name!r} must be printable ASCII on one line", step=step.id)
-    return {"status": status, "body": response.get("body"), "headers": {str(k): str(v) for k, v in headers.items()}}
+        if (
+            any(c in text for c in "\r\n\0")
+            or not text.isascii()
+            or not str(name).isascii()
+        ):
+            raise errors.StepInputError(
+                f"step {step.id!r}: header {name!r} must be printable ASCII on one line",
+                step=step.id,
+            )
+    return {
+        "status": status,
+        "body": response.get("body"),
+        "headers": {str(k): str(v) for k, v in headers.items()},
+    }

@@ -27,7 +27,13 @@ def new_owner_id() -> str:
 class Worker:
     """Executes runs with at most `concurrency` in progress."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 64, poll_interval_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 64,
+        poll_interval_seconds: float = 0.5,
+    ) -> None:
         self.engine = engine
         self.concurrency = concurrency
         self.poll_interval_seconds = poll_interval_seconds
@@ -50,7 +56,14 @@ class Worker:
     async def run(self) -> None:
         """Poll and execute until `stop` is called."""
         heartbeat = asyncio.create_task(self._heartbeat())
-        log.info("Worker started", extra={"event": "worker_started", "worker": self.engine.owner, "concurrency": self.concurrency})
+        log.info(
+            "Worker started",
+            extra={
+                "event": "worker_started",
+                "worker": self.engine.owner,
+                "concurrency": self.concurrency,
+            },
+        )
         try:
             while not self._stopping.is_set():
                 claimed = await self._claim()
@@ -60,7 +73,10 @@ class Worker:
             heartbeat.cancel()
             await self._drain()
             await self.engine.store.release_leases(owner=self.engine.owner)
-            log.info("Worker stopped", extra={"event": "worker_stopped", "worker": self.engine.owner})
+            log.info(
+                "Worker stopped",
+                extra={"event": "worker_stopped", "worker": self.engine.owner},
+            )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -70,7 +86,11 @@ class Worker:
         free = self.concurrency - len(self._tasks)
         if free <= 0:
             return 0
-        runs = await self.engine.store.claim_runs(owner=self.engine.owner, limit=min(free, 32), lease_seconds=self.engine.lease_seconds)
+        runs = await self.engine.store.claim_runs(
+            owner=self.engine.owner,
+            limit=min(free, 32),
+            lease_seconds=self.engine.lease_seconds,
+        )
         for run in runs:
             self.submit(run)
         return len(runs)
@@ -78,7 +98,9 @@ class Worker:
     async def _sleep(self) -> None:
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_seconds)
+            await asyncio.wait_for(
+                self._wake.wait(), timeout=self.poll_interval_seconds
+            )
         except TimeoutError:
             pass
 
@@ -89,16 +111,23 @@ class Worker:
             except Exception:
                 # The store or the flow definition failed, not a step: the lease
                 # runs out and another pass (or worker) takes the run up again.
-                log.exception("Run execution crashed", extra={"event": "run_crashed", "run_id": run.id, "flow": run.flow})
+                log.exception(
+                    "Run execution crashed",
+                    extra={"event": "run_crashed", "run_id": run.id, "flow": run.flow},
+                )
 
     async def _heartbeat(self) -> None:
         interval = self.engine.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.engine.store.renew_leases(owner=self.engine.owner, lease_seconds=self.engine.lease_seconds)
+                await self.engine.store.renew_leases(
+                    owner=self.engine.owner, lease_seconds=self.engine.lease_seconds
+                )
             except Exception:
-                log.exception("Lease renewal failed", extra={"event": "lease_renewal_failed"})
+                log.exception(
+                    "Lease renewal failed", extra={"event": "lease_renewal_failed"}
+                )
 
     async def _drain(self) -> None:
         if self._tasks:

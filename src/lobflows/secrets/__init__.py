@@ -103,7 +103,9 @@ class SecretStore:
 
     def names(self) -> list[str]:
         from_env = [
-            key[len(ENV_PREFIX) :].lower() for key in os.environ if key.startswith(ENV_PREFIX)
+            key[len(ENV_PREFIX) :].lower()
+            for key in os.environ
+            if key.startswith(ENV_PREFIX)
         ]
         return sorted(set(self._values) | set(from_env))
 
@@ -112,9 +114,13 @@ def _read_file(path: Path) -> dict[str, str]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise errors.ConfigurationError(f"cannot read secrets file {path}: {exc.strerror}") from exc
+        raise errors.ConfigurationError(
+            f"cannot read secrets file {path}: {exc.strerror}"
+        ) from exc
     except yaml.YAMLError as exc:
-        raise errors.ConfigurationError(f"secrets file {path} is not valid YAML") from exc
+        raise errors.ConfigurationError(
+            f"secrets file {path} is not valid YAML"
+        ) from exc
     if not isinstance(data, dict):
         raise errors.ConfigurationError(
             f"secrets file {path} must be a mapping of secret name to value"

@@ -56,7 +56,12 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or "is not valid YAML"
         raise errors.FlowFileError(
-            path, [errors.Problem(path=path, line=line, field="", message=f"YAML: {problem}")]
+            path,
+            [
+                errors.Problem(
+                    path=path, line=line, field="", message=f"YAML: {problem}"
+                )
+            ],
         ) from None
     lines: dict[Location, int] = {}
     if node is None:
@@ -68,7 +73,13 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
     return document, lines
 
 
-def _construct(node: yaml.Node, location: Location, lines: dict[Location, int], repeated: list[errors.Problem], path: str) -> Any:
+def _construct(
+    node: yaml.Node,
+    location: Location,
+    lines: dict[Location, int],
+    repeated: list[errors.Problem],
+    path: str,
+) -> Any:
     lines[location] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
@@ -78,13 +89,23 @@ def _construct(node: yaml.Node, location: Location, lines: dict[Location, int], 
             child = (*location, key)
             if key in result:
                 message = f"is given twice (first on line {lines[child]}); the second would silently replace the first"
-                repeated.append(errors.Problem(path=path, line=key_node.start_mark.line + 1, field=_dotted(child), message=message))
+                repeated.append(
+                    errors.Problem(
+                        path=path,
+                        line=key_node.start_mark.line + 1,
+                        field=_dotted(child),
+                        message=message,
+                    )
+                )
             lines[child] = key_node.start_mark.line + 1
             result[key] = _construct(value_node, child, lines, repeated, path)
             lines[child] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*location, i), lines, repeated, path) for i, item in enumerate(node.value)]
+        return [
+            _construct(item, (*location, i), lines, repeated, path)
+            for i, item in enumerate(node.value)
+        ]
     return yaml.SafeLoader("").construct_object(node)
 
 
@@ -92,18 +113,29 @@ def load_flow_text(text: str, path: str) -> LoadedFlow:
     """Parse and validate one flow document."""
     document, lines = parse_yaml(text, path)
     if not isinstance(document, dict):
-        problem = errors.Problem(path=path, line=1, field="", message="expected a mapping with flow, card, trigger and steps")
+        problem = errors.Problem(
+            path=path,
+            line=1,
+            field="",
+            message="expected a mapping with flow, card, trigger and steps",
+        )
         raise errors.FlowFileError(path, [problem])
     _name_steps(document.get("steps"))
     try:
         spec = models.Flow.model_validate(document)
     except pydantic.ValidationError as exc:
-        raise errors.FlowFileError(path, _problems(exc, document, lines, path)) from None
+        raise errors.FlowFileError(
+            path, _problems(exc, document, lines, path)
+        ) from None
     problems = _template_problems(document, lines, path)
     if problems:
         raise errors.FlowFileError(path, problems)
-    digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
-    return LoadedFlow(spec=spec, path=path, digest=digest[:16], document=document, lines=lines)
+    digest = hashlib.sha256(
+        json.dumps(document, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return LoadedFlow(
+        spec=spec, path=path, digest=digest[:16], document=document, lines=lines
+    )
 
 
 def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, Any]]]:
@@ -127,19 +159,37 @@ def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, A
     return found
 
 
-def _template_problems(document: dict[str, Any], lines: dict[Location, int], path: str) -> list[errors.Problem]:
+def _template_problems(
+    document: dict[str, Any], lines: dict[Location, int], path: str
+) -> list[errors.Problem]:
     """Compile every template and condition now, so a typo fails at load, not in a run."""
     problems: list[errors.Problem] = []
     for location, step in step_locations(document):
         for key in ("if", "switch"):
             if isinstance(step.get(key), str):
-                _try_compile(templates.compile_condition, step[key], (*location, key), lines, path, problems)
+                _try_compile(
+                    templates.compile_condition,
+                    step[key],
+                    (*location, key),
+                    lines,
+                    path,
+                    problems,
+                )
         for key in ("map", "with", "respond"):
             for where, text in _strings(step.get(key), (*location, key)):
-                _try_compile(templates.compile_template, text, where, lines, path, problems)
+                _try_compile(
+                    templates.compile_template, text, where, lines, path, problems
+                )
     hook = (document.get("trigger") or {}).get("webhook") or {}
     if isinstance(hook.get("dedupe"), str):
-        _try_compile(templates.compile_key_template, hook["dedupe"], ("trigger", "webhook", "dedupe"), lines, path, problems)
+        _try_compile(
+            templates.compile_key_template,
+            hook["dedupe"],
+            ("trigger", "webhook", "dedupe"),
+            lines,
+            path,
+            problems,
+        )
     return problems
 
 
@@ -147,24 +197,44 @@ def _strings(value: Any, location: Location) -> list[tuple[Location, str]]:
     if isinstance(value, str):
         return [(location, value)] if templates.is_template(value) else []
     if isinstance(value, dict):
-        return [found for k, v in value.items() for found in _strings(v, (*location, k))]
+        return [
+            found for k, v in value.items() for found in _strings(v, (*location, k))
+        ]
     if isinstance(value, list):
-        return [found for i, v in enumerate(value) for found in _strings(v, (*location, i))]
+        return [
+            found for i, v in enumerate(value) for found in _strings(v, (*location, i))
+        ]
     return []
 
 
-def _try_compile(compile_: Any, text: str, location: Location, lines: dict[Location, int], path: str, problems: list[errors.Problem]) -> None:
+def _try_compile(
+    compile_: Any,
+    text: str,
+    location: Location,
+    lines: dict[Location, int],
+    path: str,
+    problems: list[errors.Problem],
+) -> None:
     try:
         compile_(text)
     except errors.TemplateError as exc:
-        problems.append(errors.Problem(path=path, line=_nearest_line(location, lines), field=_dotted(location), message=str(exc)))
+        problems.append(
+            errors.Problem(
+                path=path,
+                line=_nearest_line(location, lines),
+                field=_dotted(location),
+                message=str(exc),
+            )
+        )
 
 
 def load_flow_file(path: Path) -> LoadedFlow:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        problem = errors.Problem(path=str(path), line=None, field="", message=f"cannot read: {exc}")
+        problem = errors.Problem(
+            path=str(path), line=None, field="", message=f"cannot read: {exc}"
+        )
         raise errors.FlowFileError(str(path), [problem]) from None
     return load_flow_text(text, str(path))
 
@@ -178,7 +248,13 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FLOW_SUFFIXES and _may_be_flow(p)))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and p.suffix in FLOW_SUFFIXES and _may_be_flow(p)
+                )
+            )
         elif path.exists():
             found.append(path)
     return found
@@ -201,7 +277,14 @@ def load_project(folder: Path) -> Project:
             problems.extend(exc.problems)
             continue
         if loaded.name in flows:
-            problems.append(errors.Problem(path=str(path), line=1, field="flow", message=f"flow {loaded.name!r} is also defined in {flows[loaded.name].path}"))
+            problems.append(
+                errors.Problem(
+                    path=str(path),
+                    line=1,
+                    field="flow",
+                    message=f"flow {loaded.name!r} is also defined in {flows[loaded.name].path}",
+                )
+            )
             continue
         flows[loaded.name] = loaded
     if problems:
@@ -216,14 +299,32 @@ def load_connections(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     document, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    connections = (document or {}).get("connections") if isinstance(document, dict) else None
+    connections = (
+        (document or {}).get("connections") if isinstance(document, dict) else None
+    )
     if not isinstance(connections, dict):
-        problem = errors.Problem(path=str(path), line=1, field="connections", message="expected a mapping of connection name to settings")
+        problem = errors.Problem(
+            path=str(path),
+            line=1,
+            field="connections",
+            message="expected a mapping of connection name to settings",
+        )
         raise errors.FlowFileError(str(path), [problem])
     unset: list[str] = []
-    expanded = {str(name): _expand_env(settings, unset) for name, settings in connections.items()}
+    expanded = {
+        str(name): _expand_env(settings, unset)
+        for name, settings in connections.items()
+    }
     if unset:
-        problems = [errors.Problem(path=str(path), line=None, field="", message=f"environment variable {name} is not set and has no default") for name in dict.fromkeys(unset)]
+        problems = [
+            errors.Problem(
+                path=str(path),
+                line=None,
+                field="",
+                message=f"environment variable {name} is not set and has no default",
+            )
+            for name in dict.fromkeys(unset)
+        ]
         raise errors.FlowFileError(str(path), problems)
     return expanded
 
@@ -334,7 +435,11 @@ def _nearest_line(location: Location, lines: dict[Location, int]) -> int | None:
 def _dotted(location: Location) -> str:
     text = ""
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += (
+            f"[{part}]"
+            if isinstance(part, int)
+            else (f".{part}" if text else str(part))
+        )
     return text
 
 

@@ -31,11 +31,15 @@ class Model(BaseModel):
 class CardData(Model):
     """What data the flow moves."""
 
-    entity: str = Field(min_length=1, description="What the records are, e.g. employee.")
+    entity: str = Field(
+        min_length=1, description="What the records are, e.g. employee."
+    )
     sensitivity: Literal["public", "internal", "confidential", "pii", "secret"] = Field(
         description="How sensitive the data is; pii and secret data is masked in views."
     )
-    volume: str | None = Field(default=None, description="Expected volume, e.g. ~20/day.")
+    volume: str | None = Field(
+        default=None, description="Expected volume, e.g. ~20/day."
+    )
 
 
 class Card(Model):
@@ -43,30 +47,42 @@ class Card(Model):
 
     trigger: str = Field(min_length=1, description="What starts a run, in words.")
     data: CardData
-    transform: str = Field(min_length=1, description="How the data is changed on the way.")
+    transform: str = Field(
+        min_length=1, description="How the data is changed on the way."
+    )
     target: str = Field(min_length=1, description="Which systems receive the data.")
-    on_failure: str = Field(min_length=1, description="Retry, dead letter and alert policy.")
-    owner: str = Field(min_length=1, description="Who maintains the flow (a team address).")
+    on_failure: str = Field(
+        min_length=1, description="Retry, dead letter and alert policy."
+    )
+    owner: str = Field(
+        min_length=1, description="Who maintains the flow (a team address)."
+    )
 
 
 class Signature(Model):
     """HMAC-SHA256 signature check of a webhook body."""
 
     secret: str = Field(description="Name of the secret holding the shared key.")
-    header: str = Field(default="X-Signature-256", description="Header carrying the signature.")
+    header: str = Field(
+        default="X-Signature-256", description="Header carrying the signature."
+    )
     prefix: str = Field(default="sha256=", description="Text before the hex digest.")
 
 
 class WebhookTrigger(Model):
     """An HTTP POST to a path starts a run."""
 
-    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path, e.g. /hooks/hire.")
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path, e.g. /hooks/hire."
+    )
     signature: Signature | None = None
     dedupe: str | None = Field(
         default=None,
         description="Template over `body` and `headers`; one run per distinct value.",
     )
-    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(
+        default=1_048_576, gt=0, description="Larger bodies get 413."
+    )
     mode: Literal["async", "sync"] = Field(
         default="async",
         description="async answers 202 once stored; sync waits for the respond step.",
@@ -91,17 +107,27 @@ class Trigger(Model):
 class RetryPolicy(Model):
     """How often and how patiently a failing step is tried again."""
 
-    max_attempts: int = Field(default=5, ge=1, le=100, description="Tries in all, the first included.")
-    initial_delay_seconds: float = Field(default=1.0, ge=0, description="Delay cap of the first retry.")
-    max_delay_seconds: float = Field(default=300.0, ge=0, description="No delay is longer.")
-    multiplier: float = Field(default=2.0, ge=1, description="Growth of the delay cap per retry.")
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries in all, the first included."
+    )
+    initial_delay_seconds: float = Field(
+        default=1.0, ge=0, description="Delay cap of the first retry."
+    )
+    max_delay_seconds: float = Field(
+        default=300.0, ge=0, description="No delay is longer."
+    )
+    multiplier: float = Field(
+        default=2.0, ge=1, description="Growth of the delay cap per retry."
+    )
 
 
 class FieldRule(Model):
     """One target field of a mapping: where it comes from and how gaps are handled."""
 
     value: str | None = Field(default=None, description="Template producing the value.")
-    from_: str | None = Field(default=None, alias="from", description="Dotted path into the run data.")
+    from_: str | None = Field(
+        default=None, alias="from", description="Dotted path into the run data."
+    )
     on_missing: Literal["error", "skip", "null", "default"] = Field(
         default="error", description="When the source is absent."
     )
@@ -124,7 +150,9 @@ class FieldRule(Model):
 
 
 class StepBase(Model):
-    id: str | None = Field(default=None, pattern=NAME_PATTERN, description="Unique step name.")
+    id: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Unique step name."
+    )
     description: str | None = None
 
 
@@ -137,7 +165,9 @@ class MapStep(StepBase):
 class CallStep(StepBase):
     """Calls an action of a connection."""
 
-    call: str = Field(pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action")
+    call: str = Field(
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action"
+    )
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     retry: RetryPolicy | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -160,7 +190,9 @@ class SwitchStep(StepBase):
 
 
 class Response(Model):
-    status: int | str = Field(default=200, description="HTTP status, or a template giving one.")
+    status: int | str = Field(
+        default=200, description="HTTP status, or a template giving one."
+    )
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -208,13 +240,19 @@ class Flow(Model):
     """A named flow: card, trigger and steps."""
 
     flow: str = Field(pattern=NAME_PATTERN, description="The flow's name.")
-    version: int | None = Field(default=None, ge=1, description="Author's version label.")
+    version: int | None = Field(
+        default=None, ge=1, description="Author's version label."
+    )
     description: str | None = None
     card: Card
     trigger: Trigger
     steps: list[Step] = Field(min_length=1)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Default for call steps.")
-    retention_days: float = Field(default=30, gt=0, description="Finished runs are pruned after.")
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Default for call steps."
+    )
+    retention_days: float = Field(
+        default=30, gt=0, description="Finished runs are pruned after."
+    )
 
     @field_validator("steps")
     @classmethod

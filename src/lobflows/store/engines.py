@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from lobflows import errors
 
-SUPPORTED_SCHEMES = ("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+SUPPORTED_SCHEMES = (
+    "sqlite:///",
+    "sqlite+aiosqlite:///",
+    "postgresql://",
+    "postgres://",
+    "postgresql+psycopg://",
+)
 
 
 def check_url(url: str) -> None:
@@ -25,12 +31,18 @@ def check_url(url: str) -> None:
             f"run store URL {display_url(url)!r} is not supported: use sqlite:///path/to/file.db or postgresql://user@host/dbname"
         )
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
         return
     # Checked up front: a failed SQLite open leaves the driver's thread behind.
     folder = Path(parsed.database).expanduser().resolve().parent
     if not folder.is_dir():
-        raise errors.ConfigurationError(f"cannot open the run store {display_url(url)}: folder {folder} does not exist")
+        raise errors.ConfigurationError(
+            f"cannot open the run store {display_url(url)}: folder {folder} does not exist"
+        )
 
 
 def display_url(url: str) -> str:
@@ -55,17 +67,34 @@ def _driver_url(url: str, *, asynchronous: bool) -> str:
 
 def create_read_engine(url: str) -> AsyncEngine:
     if not is_sqlite(url):
-        return create_async_engine(_driver_url(url, asynchronous=True), pool_size=5, max_overflow=10, pool_recycle=300)
+        return create_async_engine(
+            _driver_url(url, asynchronous=True),
+            pool_size=5,
+            max_overflow=10,
+            pool_recycle=300,
+        )
     # Reads open no transaction on SQLite, so there is nothing to reset.
-    engine = create_async_engine(_driver_url(url, asynchronous=True), pool_size=2, max_overflow=2, pool_reset_on_return=None)
+    engine = create_async_engine(
+        _driver_url(url, asynchronous=True),
+        pool_size=2,
+        max_overflow=2,
+        pool_reset_on_return=None,
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
 def create_write_engine(url: str) -> sa.Engine:
     if not is_sqlite(url):
-        return sa.create_engine(_driver_url(url, asynchronous=False), pool_size=1, max_overflow=0, pool_recycle=300)
-    engine = sa.create_engine(_driver_url(url, asynchronous=False), pool_size=1, max_overflow=0)
+        return sa.create_engine(
+            _driver_url(url, asynchronous=False),
+            pool_size=1,
+            max_overflow=0,
+            pool_recycle=300,
+        )
+    engine = sa.create_engine(
+        _driver_url(url, asynchronous=False), pool_size=1, max_overflow=0
+    )
     event.listen(engine, "connect", _sqlite_writer_connection)
     event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine

@@ -23,20 +23,33 @@ SECONDS_PER_DAY = 86_400.0
 async def retention_days_by_flow(store: RunStore) -> dict[str, float]:
     """Each flow's retention, from its newest stored version."""
     t = tables.flow_versions
-    newest = sa.select(t.c.flow, sa.func.max(t.c.version).label("version")).group_by(t.c.flow).subquery()
-    query = sa.select(t.c.flow, t.c.definition).join(newest, sa.and_(t.c.flow == newest.c.flow, t.c.version == newest.c.version))
+    newest = (
+        sa.select(t.c.flow, sa.func.max(t.c.version).label("version"))
+        .group_by(t.c.flow)
+        .subquery()
+    )
+    query = sa.select(t.c.flow, t.c.definition).join(
+        newest, sa.and_(t.c.flow == newest.c.flow, t.c.version == newest.c.version)
+    )
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return {row.flow: float(row.definition.get("retention_days", DEFAULT_RETENTION_DAYS)) for row in rows}
+    return {
+        row.flow: float(row.definition.get("retention_days", DEFAULT_RETENTION_DAYS))
+        for row in rows
+    }
 
 
-async def prune(store: RunStore, *, batch_size: int = 500, now: float | None = None) -> int:
+async def prune(
+    store: RunStore, *, batch_size: int = 500, now: float | None = None
+) -> int:
     """Delete every finished run past retention; return how many were deleted."""
     now = time.time() if now is None else now
     removed = 0
     for flow, days in (await retention_days_by_flow(store)).items():
         older_than = now - days * SECONDS_PER_DAY
-        while batch := await store.prune_batch(flow=flow, older_than=older_than, batch_size=batch_size):
+        while batch := await store.prune_batch(
+            flow=flow, older_than=older_than, batch_size=batch_size
+        ):
             removed += batch
             await store.release_free_pages()
     while await store.free_pages() > 0:
@@ -45,5 +58,7 @@ async def prune(store: RunStore, *, batch_size: int = 500, now: float | None = N
         if await store.free_pages() >= before:
             break
     if removed:
-        log.info("Finished runs pruned", extra={"event": "runs_pruned", "runs": removed})
+        log.info(
+            "Finished runs pruned", extra={"event": "runs_pruned", "runs": removed}
+        )
     return removed

@@ -34,8 +34,6 @@ _MIGRATIONS = str(Path(__file__).with_name("migrations"))
 ACTIVE_STATUSES = ("queued", "running")
 
 
-
-
 @dataclass(frozen=True)
 class RunRecord:
     id: str
@@ -110,7 +108,9 @@ def is_cut(value: Any) -> bool:
 class RunStore:
     """Durable state of every run, shared by all workers of one installation."""
 
-    def __init__(self, url: str, *, step_data_budget_bytes: int = DEFAULT_STEP_DATA_BUDGET_BYTES) -> None:
+    def __init__(
+        self, url: str, *, step_data_budget_bytes: int = DEFAULT_STEP_DATA_BUDGET_BYTES
+    ) -> None:
         engines.check_url(url)
         self.url = url
         self.display_url = engines.display_url(url)
@@ -132,7 +132,9 @@ class RunStore:
                 await conn.run_sync(_upgrade)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise errors.ConfigurationError(f"cannot open the run store {self.display_url}: {reason}") from None
+            raise errors.ConfigurationError(
+                f"cannot open the run store {self.display_url}: {reason}"
+            ) from None
 
     def _group_writer(self) -> GroupWriter:
         if self._writer is None:
@@ -140,7 +142,9 @@ class RunStore:
             self._writer = GroupWriter(engines.create_write_engine(self.url))
         return self._writer
 
-    async def _write(self, write: Callable[[sa.Connection], T], *, wait: bool = True) -> T | None:
+    async def _write(
+        self, write: Callable[[sa.Connection], T], *, wait: bool = True
+    ) -> T | None:
         if not wait:
             self._group_writer().submit_nowait(write)
             return None
@@ -153,27 +157,49 @@ class RunStore:
 
     # -- flow versions -------------------------------------------------
 
-    async def register_flow_version(self, *, flow: str, digest: str, definition: dict[str, Any]) -> tuple[int, int]:
+    async def register_flow_version(
+        self, *, flow: str, digest: str, definition: dict[str, Any]
+    ) -> tuple[int, int]:
         """Store a flow definition once per distinct content; return (id, version)."""
         t = tables.flow_versions
 
         def write(conn: sa.Connection) -> tuple[int, int]:
-            row = conn.execute(sa.select(t.c.id, t.c.version).where(t.c.flow == flow, t.c.digest == digest)).first()
+            row = conn.execute(
+                sa.select(t.c.id, t.c.version).where(
+                    t.c.flow == flow, t.c.digest == digest
+                )
+            ).first()
             if row is not None:
                 return row.id, row.version
-            latest = conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.flow == flow)).scalar()
+            latest = conn.execute(
+                sa.select(sa.func.max(t.c.version)).where(t.c.flow == flow)
+            ).scalar()
             version = (latest or 0) + 1
-            values = {"flow": flow, "version": version, "digest": digest, "definition": definition, "created_at": time.time()}
-            return conn.execute(t.insert().values(**values).returning(t.c.id)).scalar_one(), version
+            values = {
+                "flow": flow,
+                "version": version,
+                "digest": digest,
+                "definition": definition,
+                "created_at": time.time(),
+            }
+            return conn.execute(
+                t.insert().values(**values).returning(t.c.id)
+            ).scalar_one(), version
 
         return await self._write(write)
 
     async def flow_definition(self, flow_version_id: int) -> dict[str, Any]:
         t = tables.flow_versions
         async with self.engine.connect() as conn:
-            definition = (await conn.execute(sa.select(t.c.definition).where(t.c.id == flow_version_id))).scalar()
+            definition = (
+                await conn.execute(
+                    sa.select(t.c.definition).where(t.c.id == flow_version_id)
+                )
+            ).scalar()
         if definition is None:
-            raise errors.StoreError(f"flow version {flow_version_id} is not in the store")
+            raise errors.StoreError(
+                f"flow version {flow_version_id} is not in the store"
+            )
         return dict(definition)
 
     # -- starting runs ---------------------------------------------------
@@ -212,7 +238,9 @@ class RunStore:
             "updated_at": now,
         }
         try:
-            await self._write(lambda conn: conn.execute(tables.runs.insert().values(**values)))
+            await self._write(
+                lambda conn: conn.execute(tables.runs.insert().values(**values))
+            )
         except IntegrityError:
             if dedupe_key is None:
                 raise
@@ -226,12 +254,16 @@ class RunStore:
     async def _run_by_dedupe_key(self, flow: str, dedupe_key: str) -> str | None:
         r = tables.runs
         async with self.engine.connect() as conn:
-            query = sa.select(r.c.id).where(r.c.flow == flow, r.c.dedupe_key == dedupe_key)
+            query = sa.select(r.c.id).where(
+                r.c.flow == flow, r.c.dedupe_key == dedupe_key
+            )
             return (await conn.execute(query)).scalar()
 
     # -- claiming work ---------------------------------------------------
 
-    async def claim_runs(self, *, owner: str, limit: int, lease_seconds: float) -> list[RunRecord]:
+    async def claim_runs(
+        self, *, owner: str, limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
         """Lease due queued runs, and running runs whose lease ran out."""
         r = tables.runs
 
@@ -251,14 +283,25 @@ class RunStore:
             conn.execute(
                 r.update()
                 .where(r.c.id.in_(ids), due)
-                .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
+                .values(
+                    status="running",
+                    lease_owner=owner,
+                    lease_expires_at=now + lease_seconds,
+                    updated_at=now,
+                )
             )
-            rows = conn.execute(sa.select(r).where(r.c.id.in_(ids), r.c.lease_owner == owner, r.c.updated_at == now)).all()
+            rows = conn.execute(
+                sa.select(r).where(
+                    r.c.id.in_(ids), r.c.lease_owner == owner, r.c.updated_at == now
+                )
+            ).all()
             return [_run_record(row) for row in rows]
 
         return await self._write(write)
 
-    async def claim_run(self, run_id: str, *, owner: str, lease_seconds: float) -> RunRecord | None:
+    async def claim_run(
+        self, run_id: str, *, owner: str, lease_seconds: float
+    ) -> RunRecord | None:
         """Lease one run if it is due, already ours, or its lease ran out."""
         r = tables.runs
 
@@ -266,12 +309,20 @@ class RunStore:
             now = time.time()
             claimable = sa.or_(
                 sa.and_(r.c.status == "queued", r.c.due_at <= now),
-                sa.and_(r.c.status == "running", sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now)),
+                sa.and_(
+                    r.c.status == "running",
+                    sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now),
+                ),
             )
             result = conn.execute(
                 r.update()
                 .where(r.c.id == run_id, claimable)
-                .values(status="running", lease_owner=owner, lease_expires_at=now + lease_seconds, updated_at=now)
+                .values(
+                    status="running",
+                    lease_owner=owner,
+                    lease_expires_at=now + lease_seconds,
+                    updated_at=now,
+                )
             )
             if result.rowcount != 1:
                 return None
@@ -282,20 +333,39 @@ class RunStore:
     async def renew_leases(self, *, owner: str, lease_seconds: float) -> int:
         r = tables.runs
         statement = r.update().where(r.c.lease_owner == owner, r.c.status == "running")
-        return await self._write(lambda conn: conn.execute(statement.values(lease_expires_at=time.time() + lease_seconds)).rowcount)
+        return await self._write(
+            lambda conn: (
+                conn.execute(
+                    statement.values(lease_expires_at=time.time() + lease_seconds)
+                ).rowcount
+            )
+        )
 
     async def release_leases(self, *, owner: str) -> None:
         """Hand a stopping worker's runs back at once instead of when the lease ends."""
         r = tables.runs
         statement = r.update().where(r.c.lease_owner == owner, r.c.status == "running")
-        await self._write(lambda conn: conn.execute(statement.values(status="queued", lease_owner=None, lease_expires_at=None, due_at=time.time())))
+        await self._write(
+            lambda conn: conn.execute(
+                statement.values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    due_at=time.time(),
+                )
+            )
+        )
 
     # -- journaling steps ------------------------------------------------
 
     async def completed_steps(self, run_id: str) -> dict[str, Any]:
         """The output of every step that succeeded in this run, by step id."""
         a = tables.step_attempts
-        query = sa.select(a.c.step, a.c.output).where(a.c.run_id == run_id, a.c.status == "succeeded").order_by(a.c.id)
+        query = (
+            sa.select(a.c.step, a.c.output)
+            .where(a.c.run_id == run_id, a.c.status == "succeeded")
+            .order_by(a.c.id)
+        )
         async with self.engine.connect() as conn:
             return {row.step: row.output for row in await conn.execute(query)}
 
@@ -317,11 +387,26 @@ class RunStore:
         with no effect outside the run, which a crash merely repeats.
         """
         now = time.time()
-        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="succeeded", input=input, output=output, started_at=started_at, finished_at=now)
-        run_values: dict[str, Any] = {"current_step": None, "current_attempts": 0, "updated_at": now}
+        attempt_row = self._attempt_row(
+            run_id=run_id,
+            step=step,
+            attempt=attempt,
+            status="succeeded",
+            input=input,
+            output=output,
+            started_at=started_at,
+            finished_at=now,
+        )
+        run_values: dict[str, Any] = {
+            "current_step": None,
+            "current_attempts": 0,
+            "updated_at": now,
+        }
         if response is not None:
             run_values["response"] = response
-        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values), wait=wait)
+        await self._write(
+            lambda conn: self._journal(conn, attempt_row, run_id, run_values), wait=wait
+        )
 
     async def record_retry(
         self,
@@ -336,9 +421,30 @@ class RunStore:
     ) -> None:
         """Journal a failed attempt and put the run back in the queue for later."""
         now = time.time()
-        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="failed", input=input, error=error, retryable=True, started_at=started_at, finished_at=now, next_attempt_at=next_attempt_at)
-        run_values = {"status": "queued", "current_step": step, "current_attempts": attempt, "due_at": next_attempt_at, "lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        await self._write(lambda conn: self._journal(conn, attempt_row, run_id, run_values))
+        attempt_row = self._attempt_row(
+            run_id=run_id,
+            step=step,
+            attempt=attempt,
+            status="failed",
+            input=input,
+            error=error,
+            retryable=True,
+            started_at=started_at,
+            finished_at=now,
+            next_attempt_at=next_attempt_at,
+        )
+        run_values = {
+            "status": "queued",
+            "current_step": step,
+            "current_attempts": attempt,
+            "due_at": next_attempt_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        await self._write(
+            lambda conn: self._journal(conn, attempt_row, run_id, run_values)
+        )
 
     async def record_dead_letter(
         self,
@@ -354,13 +460,44 @@ class RunStore:
     ) -> int:
         """Journal the last attempt, fail the run and park it in the dead letter queue."""
         now = time.time()
-        attempt_row = self._attempt_row(run_id=run_id, step=step, attempt=attempt, status="dead", input=input, error=error, retryable=retryable, started_at=started_at, finished_at=now)
-        run_values = {"status": "failed", "error": error, "current_step": step, "current_attempts": attempt, "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now}
-        letter = {"run_id": run_id, "flow": flow, "step": step, "error": error, "step_input": attempt_row["input"], "status": "open", "created_at": now}
+        attempt_row = self._attempt_row(
+            run_id=run_id,
+            step=step,
+            attempt=attempt,
+            status="dead",
+            input=input,
+            error=error,
+            retryable=retryable,
+            started_at=started_at,
+            finished_at=now,
+        )
+        run_values = {
+            "status": "failed",
+            "error": error,
+            "current_step": step,
+            "current_attempts": attempt,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "finished_at": now,
+        }
+        letter = {
+            "run_id": run_id,
+            "flow": flow,
+            "step": step,
+            "error": error,
+            "step_input": attempt_row["input"],
+            "status": "open",
+            "created_at": now,
+        }
 
         def write(conn: sa.Connection) -> int:
             self._journal(conn, attempt_row, run_id, run_values)
-            return conn.execute(tables.dead_letters.insert().values(**letter).returning(tables.dead_letters.c.id)).scalar_one()
+            return conn.execute(
+                tables.dead_letters.insert()
+                .values(**letter)
+                .returning(tables.dead_letters.c.id)
+            ).scalar_one()
 
         return await self._write(write)
 
@@ -368,19 +505,39 @@ class RunStore:
         """Mark a run succeeded. Its journal already proves it; a crash before
         this commits only makes a worker walk the completed steps once more."""
         now = time.time()
-        run_values = {"status": "succeeded", "error": None, "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now}
-        statement = tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
+        run_values = {
+            "status": "succeeded",
+            "error": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "finished_at": now,
+        }
+        statement = (
+            tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
+        )
         await self._write(lambda conn: conn.execute(statement), wait=wait)
 
     def _attempt_row(self, **values: Any) -> dict[str, Any]:
-        values["input"] = cut_to_budget(values.get("input"), self.step_data_budget_bytes)
-        values["output"] = cut_to_budget(values.get("output"), self.step_data_budget_bytes)
+        values["input"] = cut_to_budget(
+            values.get("input"), self.step_data_budget_bytes
+        )
+        values["output"] = cut_to_budget(
+            values.get("output"), self.step_data_budget_bytes
+        )
         return values
 
     @staticmethod
-    def _journal(conn: sa.Connection, attempt_row: dict[str, Any], run_id: str, run_values: dict[str, Any]) -> None:
+    def _journal(
+        conn: sa.Connection,
+        attempt_row: dict[str, Any],
+        run_id: str,
+        run_values: dict[str, Any],
+    ) -> None:
         conn.execute(tables.step_attempts.insert().values(**attempt_row))
-        conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values))
+        conn.execute(
+            tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
+        )
 
     # -- reading ---------------------------------------------------------
 
@@ -398,18 +555,30 @@ class RunStore:
         if len(prefix) >= 32:
             return await self.get_run(prefix)
         if len(prefix) < 6:
-            raise errors.RunNotFoundError(f"run id {prefix!r} is too short: give at least 6 characters")
+            raise errors.RunNotFoundError(
+                f"run id {prefix!r} is too short: give at least 6 characters"
+            )
         if any(c not in "0123456789abcdef" for c in prefix):
-            raise errors.RunNotFoundError(f"{prefix!r} is not a run id: run ids are hexadecimal")
+            raise errors.RunNotFoundError(
+                f"{prefix!r} is not a run id: run ids are hexadecimal"
+            )
         r = tables.runs
         async with self.engine.connect() as conn:
-            ids = list((await conn.execute(sa.select(r.c.id).where(r.c.id.like(prefix + "%")).limit(2))).scalars())
+            ids = list(
+                (
+                    await conn.execute(
+                        sa.select(r.c.id).where(r.c.id.like(prefix + "%")).limit(2)
+                    )
+                ).scalars()
+            )
         if len(ids) != 1:
             found = "no run" if not ids else "more than one run"
             raise errors.RunNotFoundError(f"{found} matches {prefix!r}")
         return await self.get_run(ids[0])
 
-    async def list_runs(self, *, flow: str | None = None, status: str | None = None, limit: int = 50) -> list[RunRecord]:
+    async def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
         r = tables.runs
         query = sa.select(r).order_by(r.c.created_at.desc()).limit(limit)
         if flow:
@@ -435,7 +604,9 @@ class RunStore:
 
     # -- dead letters ----------------------------------------------------
 
-    async def dead_letters(self, *, status: str | None = "open", limit: int = 100) -> list[DeadLetter]:
+    async def dead_letters(
+        self, *, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
         d = tables.dead_letters
         query = sa.select(d).order_by(d.c.id.desc()).limit(limit)
         if status:
@@ -446,13 +617,19 @@ class RunStore:
     async def dead_letter(self, dead_letter_id: int) -> DeadLetter:
         d = tables.dead_letters
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(d).where(d.c.id == dead_letter_id))).first()
+            row = (
+                await conn.execute(sa.select(d).where(d.c.id == dead_letter_id))
+            ).first()
         if row is None:
             raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
         return DeadLetter(**row._mapping)
 
     async def replay_dead_letter(
-        self, dead_letter_id: int, *, corrected_input: Any = None, corrected_run_input: Any = None
+        self,
+        dead_letter_id: int,
+        *,
+        corrected_input: Any = None,
+        corrected_run_input: Any = None,
     ) -> str:
         """Queue the run again from its failed step.
 
@@ -472,13 +649,28 @@ class RunStore:
 
         def write(conn: sa.Connection) -> None:
             now = time.time()
-            claimed = conn.execute(d.update().where(d.c.id == dead_letter_id, d.c.status == "open").values(status="replayed", resolved_at=now))
+            claimed = conn.execute(
+                d.update()
+                .where(d.c.id == dead_letter_id, d.c.status == "open")
+                .values(status="replayed", resolved_at=now)
+            )
             if claimed.rowcount != 1:
-                raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
+                raise errors.StoreError(
+                    f"dead letter {dead_letter_id} is {letter.status}, not open"
+                )
             conn.execute(
                 tables.runs.update()
                 .where(tables.runs.c.id == letter.run_id)
-                .values(status="queued", error=None, overrides=overrides or None, current_attempts=0, due_at=now, finished_at=None, updated_at=now, **run_values)
+                .values(
+                    status="queued",
+                    error=None,
+                    overrides=overrides or None,
+                    current_attempts=0,
+                    due_at=now,
+                    finished_at=None,
+                    updated_at=now,
+                    **run_values,
+                )
             )
 
         await self._write(write)
@@ -488,19 +680,33 @@ class RunStore:
         letter = await self.dead_letter(dead_letter_id)
         d = tables.dead_letters
         statement = d.update().where(d.c.id == dead_letter_id, d.c.status == "open")
-        discarded = await self._write(lambda conn: conn.execute(statement.values(status="discarded", resolved_at=time.time())).rowcount)
+        discarded = await self._write(
+            lambda conn: (
+                conn.execute(
+                    statement.values(status="discarded", resolved_at=time.time())
+                ).rowcount
+            )
+        )
         if discarded != 1:
-            raise errors.StoreError(f"dead letter {dead_letter_id} is {letter.status}, not open")
+            raise errors.StoreError(
+                f"dead letter {dead_letter_id} is {letter.status}, not open"
+            )
 
     # -- retention -------------------------------------------------------
 
-    async def prune_batch(self, *, flow: str, older_than: float, batch_size: int) -> int:
+    async def prune_batch(
+        self, *, flow: str, older_than: float, batch_size: int
+    ) -> int:
         """Delete one batch of finished runs of a flow; open dead letters are kept."""
         r, d = tables.runs, tables.dead_letters
         open_letters = sa.select(d.c.run_id).where(d.c.status == "open")
         victims = (
             sa.select(r.c.id)
-            .where(r.c.flow == flow, r.c.finished_at < older_than, r.c.id.not_in(open_letters))
+            .where(
+                r.c.flow == flow,
+                r.c.finished_at < older_than,
+                r.c.id.not_in(open_letters),
+            )
             .limit(batch_size)
         )
 
@@ -524,7 +730,9 @@ class RunStore:
         if not self.is_sqlite:
             return 0
         async with self.engine.connect() as conn:
-            return int((await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one())
+            return int(
+                (await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one()
+            )
 
 
 def _upgrade(connection: sa.Connection) -> None:

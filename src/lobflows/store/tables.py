@@ -35,7 +35,9 @@ runs = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("flow", sa.String(200), nullable=False),
-    sa.Column("flow_version_id", sa.Integer, sa.ForeignKey("flow_versions.id"), nullable=False),
+    sa.Column(
+        "flow_version_id", sa.Integer, sa.ForeignKey("flow_versions.id"), nullable=False
+    ),
     # queued -> running -> succeeded | failed; failed runs sit in the dead letter queue.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
@@ -64,7 +66,12 @@ step_attempts = sa.Table(
     "step_attempts",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     sa.Column("step", sa.String(200), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     # succeeded | failed (retried later) | dead (retries over or permanent)
@@ -83,7 +90,12 @@ timers = sa.Table(
     "timers",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("step", sa.String(200)),
     sa.Column("due_at", Time, nullable=False),
@@ -95,7 +107,12 @@ dead_letters = sa.Table(
     "dead_letters",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     sa.Column("flow", sa.String(200), nullable=False),
     sa.Column("step", sa.String(200), nullable=False),
     sa.Column("error", sa.Text, nullable=False),

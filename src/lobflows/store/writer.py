@@ -42,7 +42,9 @@ class GroupWriter:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="lobflows-store-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="lobflows-store-writer", daemon=True
+        )
         self._thread.start()
 
     async def submit(self, write: Callable[[sa.Connection], T]) -> T:
@@ -102,7 +104,9 @@ class GroupWriter:
         _settle(outcomes)
 
     @staticmethod
-    def _alone(conn: sa.Connection, item: _Pending) -> tuple[_Pending, Any, BaseException | None]:
+    def _alone(
+        conn: sa.Connection, item: _Pending
+    ) -> tuple[_Pending, Any, BaseException | None]:
         try:
             with conn.begin():
                 return item, item.write(conn), None
@@ -111,7 +115,9 @@ class GroupWriter:
 
 
 def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]] = {}
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]
+    ] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].loop, []).append(outcome)
     for loop, items in by_loop.items():
@@ -119,14 +125,21 @@ def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
         try:
             loop.call_soon_threadsafe(_resolve, items)
         except RuntimeError:
-            log.debug("Event loop closed before its writes were settled", extra={"event": "writer_loop_closed"})
+            log.debug(
+                "Event loop closed before its writes were settled",
+                extra={"event": "writer_loop_closed"},
+            )
 
 
 def _resolve(items: list[tuple[_Pending, Any, BaseException | None]]) -> None:
     for item, result, error in items:
         if item.future is None:
             if error is not None:
-                log.error("A queued store write failed", exc_info=error, extra={"event": "store_write_failed"})
+                log.error(
+                    "A queued store write failed",
+                    exc_info=error,
+                    extra={"event": "store_write_failed"},
+                )
             continue
         if item.future.done():
             continue

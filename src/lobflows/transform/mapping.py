@@ -11,7 +11,9 @@ from lobflows.transform import templates
 _ABSENT = object()
 
 
-def apply_mapping(rules: dict[str, str | models.FieldRule], context: dict[str, Any]) -> dict[str, Any]:
+def apply_mapping(
+    rules: dict[str, str | models.FieldRule], context: dict[str, Any]
+) -> dict[str, Any]:
     """Build the mapped record; problems name the target field and what was wrong."""
     record: dict[str, Any] = {}
     for target, rule in rules.items():

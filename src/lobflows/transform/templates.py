@@ -29,15 +29,26 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
-    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+    def call_binop(
+        self, context: Any, operator_name: str, left: Any, right: Any
+    ) -> Any:
         if operator_name == "**":
             if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
-                raise errors.TemplateError(f"exponent {right} is larger than {MAX_POWER_EXPONENT}")
+                raise errors.TemplateError(
+                    f"exponent {right} is larger than {MAX_POWER_EXPONENT}"
+                )
             return operator.pow(left, right)
-        if isinstance(left, (str, list)) and isinstance(right, int) or isinstance(right, (str, list)) and isinstance(left, int):
+        if (
+            isinstance(left, (str, list))
+            and isinstance(right, int)
+            or isinstance(right, (str, list))
+            and isinstance(left, int)
+        ):
             sequence, times = (left, right) if isinstance(right, int) else (right, left)
             if len(sequence) * times > MAX_TEXT_LENGTH:
-                raise errors.TemplateError(f"repeating a value would exceed {MAX_TEXT_LENGTH} items")
+                raise errors.TemplateError(
+                    f"repeating a value would exceed {MAX_TEXT_LENGTH} items"
+                )
         return operator.mul(left, right)
 
 
@@ -54,7 +65,9 @@ def _iso_date(value: Any, input_format: str | None = None) -> str:
         return dt.date.fromisoformat(text[:10]).isoformat()
     except ValueError:
         expected = input_format or "YYYY-MM-DD"
-        raise errors.TemplateError(f"{text!r} is not a date in the format {expected}") from None
+        raise errors.TemplateError(
+            f"{text!r} is not a date in the format {expected}"
+        ) from None
 
 
 def _text(value: Any) -> Any:
@@ -69,7 +82,12 @@ def _key_part(value: Any) -> Any:
 
 
 def _environment(finalize: Any = _text) -> _Environment:
-    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=finalize)
+    env = _Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=finalize,
+    )
     env.filters["iso_date"] = _iso_date
     # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
     # Python functions that an attacker could try to walk from.
@@ -91,11 +109,15 @@ class Template:
         self._expression = _single_expression(source) if env is _env else None
         try:
             if self._expression is not None:
-                self._template = env.compile_expression(self._expression, undefined_to_none=False)
+                self._template = env.compile_expression(
+                    self._expression, undefined_to_none=False
+                )
             else:
                 self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise errors.TemplateError(f"template {source!r} is not valid: {exc.message}") from None
+            raise errors.TemplateError(
+                f"template {source!r} is not valid: {exc.message}"
+            ) from None
 
     def render(self, context: dict[str, Any]) -> Any:
         try:
@@ -108,13 +130,19 @@ class Template:
         except jinja2.UndefinedError as exc:
             raise MissingValueError(f"{exc.message} (in {self.source!r})") from None
         except jinja2.exceptions.SecurityError as exc:
-            raise errors.TemplateError(f"template {self.source!r} was refused: {exc}") from None
+            raise errors.TemplateError(
+                f"template {self.source!r} was refused: {exc}"
+            ) from None
         except errors.LobflowsError:
             raise
         except Exception as exc:  # any failure of user-written expressions
-            raise errors.TemplateError(f"template {self.source!r} failed: {exc}") from None
+            raise errors.TemplateError(
+                f"template {self.source!r} failed: {exc}"
+            ) from None
         if len(text) > MAX_TEXT_LENGTH:
-            raise errors.TemplateError(f"template {self.source!r} rendered more than {MAX_TEXT_LENGTH} characters")
+            raise errors.TemplateError(
+                f"template {self.source!r} rendered more than {MAX_TEXT_LENGTH} characters"
+            )
         return text
 
 

@@ -46,10 +46,18 @@ class WebhookRoutes:
             if hook is not None:
                 self.by_path[hook.path.rstrip("/") or "/"] = (loaded.name, hook)
                 if hook.signature is None:
-                    log.warning("Webhook accepts unsigned deliveries", extra={"event": "webhook_unsigned", "flow": loaded.name, "path": hook.path})
+                    log.warning(
+                        "Webhook accepts unsigned deliveries",
+                        extra={
+                            "event": "webhook_unsigned",
+                            "flow": loaded.name,
+                            "path": hook.path,
+                        },
+                    )
 
     async def handle(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/") or "/"
+        # The scope's path: building request.url parses the whole URL again.
+        path = request.scope["path"].rstrip("/") or "/"
         target = self.by_path.get(path)
         if target is None:
             return _error(404, f"no flow listens on {path}")
@@ -58,10 +66,25 @@ class WebhookRoutes:
             body, raw = await self._read(request, hook, flow)
             dedupe_key = _dedupe_key(hook, body, request)
         except WebhookRejected as rejected:
-            log.info("Webhook delivery rejected", extra={"event": "webhook_rejected", "flow": flow, "status": rejected.status, "reason": rejected.message})
+            log.info(
+                "Webhook delivery rejected",
+                extra={
+                    "event": "webhook_rejected",
+                    "flow": flow,
+                    "status": rejected.status,
+                    "reason": rejected.message,
+                },
+            )
             return _error(rejected.status, rejected.message, flow=flow)
         trigger_data = {"path": path, "headers": _public_headers(request)}
-        run, created = await self.runtime.engine.start_run(flow, input=body, trigger="webhook", trigger_data=trigger_data, dedupe_key=dedupe_key, claim=self.has_local_worker)
+        run, created = await self.runtime.engine.start_run(
+            flow,
+            input=body,
+            trigger="webhook",
+            trigger_data=trigger_data,
+            dedupe_key=dedupe_key,
+            claim=self.has_local_worker,
+        )
         waiter = None
         if created and self.has_local_worker:
             if hook.mode == "sync":
@@ -70,17 +93,27 @@ class WebhookRoutes:
         if hook.mode == "sync":
             return await self._reply_when_ready(run.id, hook, waiter)
         status = 202 if created else 200
-        return JSONResponse({"run_id": run.id, "flow": flow, "duplicate": not created}, status_code=status)
+        return JSONResponse(
+            {"run_id": run.id, "flow": flow, "duplicate": not created},
+            status_code=status,
+        )
 
-    async def _read(self, request: Request, hook: models.WebhookTrigger, flow: str) -> tuple[Any, bytes]:
+    async def _read(
+        self, request: Request, hook: models.WebhookTrigger, flow: str
+    ) -> tuple[Any, bytes]:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > hook.max_body_bytes:
-            raise WebhookRejected(413, f"body of {declared} bytes is larger than the limit of {hook.max_body_bytes}")
+            raise WebhookRejected(
+                413,
+                f"body of {declared} bytes is larger than the limit of {hook.max_body_bytes}",
+            )
         raw = bytearray()
         async for chunk in request.stream():
             raw.extend(chunk)
             if len(raw) > hook.max_body_bytes:
-                raise WebhookRejected(413, f"body is larger than the limit of {hook.max_body_bytes} bytes")
+                raise WebhookRejected(
+                    413, f"body is larger than the limit of {hook.max_body_bytes} bytes"
+                )
         if hook.signature is not None:
             self._verify(hook.signature, request, bytes(raw))
         try:
@@ -90,30 +123,63 @@ class WebhookRoutes:
         except orjson.JSONDecodeError as exc:
             raise WebhookRejected(400, f"body is not valid JSON: {exc}") from None
 
-    def _verify(self, signature: models.Signature, request: Request, raw: bytes) -> None:
+    def _verify(
+        self, signature: models.Signature, request: Request, raw: bytes
+    ) -> None:
         given = request.headers.get(signature.header)
         if not given:
-            raise WebhookRejected(401, f"signature header {signature.header} is missing")
-        expected = sign(raw, self.runtime.secrets.get(signature.secret), prefix=signature.prefix)
-        if not hmac.compare_digest(given.strip().lower().encode(), expected.lower().encode()):
-            raise WebhookRejected(401, f"signature in {signature.header} does not match the body")
+            raise WebhookRejected(
+                401, f"signature header {signature.header} is missing"
+            )
+        expected = sign(
+            raw, self.runtime.secrets.get(signature.secret), prefix=signature.prefix
+        )
+        if not hmac.compare_digest(
+            given.strip().lower().encode(), expected.lower().encode()
+        ):
+            raise WebhookRejected(
+                401, f"signature in {signature.header} does not match the body"
+            )
 
-    async def _reply_when_ready(self, run_id: str, hook: models.WebhookTrigger, waiter: asyncio.Future[Any] | None) -> Response:
+    async def _reply_when_ready(
+        self,
+        run_id: str,
+        hook: models.WebhookTrigger,
+        waiter: asyncio.Future[Any] | None,
+    ) -> Response:
         try:
             if waiter is not None:
-                response = await asyncio.wait_for(waiter, timeout=hook.sync_timeout_seconds)
+                response = await asyncio.wait_for(
+                    waiter, timeout=hook.sync_timeout_seconds
+                )
             else:
                 response = await self._poll_response(run_id, hook.sync_timeout_seconds)
         except TimeoutError:
             self.runtime.engine.forget_response(run_id)
-            return JSONResponse({"run_id": run_id, "status": "running", "detail": "no reply within the timeout; the run goes on"}, status_code=202)
+            return JSONResponse(
+                {
+                    "run_id": run_id,
+                    "status": "running",
+                    "detail": "no reply within the timeout; the run goes on",
+                },
+                status_code=202,
+            )
         if response is None:
             run = await self.runtime.store.get_run(run_id)
             if run.status == "failed":
-                return JSONResponse({"run_id": run_id, "status": "failed", "error": run.error}, status_code=502)
-            return JSONResponse({"run_id": run_id, "status": run.status}, status_code=200)
+                return JSONResponse(
+                    {"run_id": run_id, "status": "failed", "error": run.error},
+                    status_code=502,
+                )
+            return JSONResponse(
+                {"run_id": run_id, "status": run.status}, status_code=200
+            )
         headers = {"X-Lobflows-Run": run_id, **(response.get("headers") or {})}
-        return JSONResponse(response.get("body"), status_code=response.get("status", 200), headers=headers)
+        return JSONResponse(
+            response.get("body"),
+            status_code=response.get("status", 200),
+            headers=headers,
+        )
 
     async def _poll_response(self, run_id: str, timeout: float) -> Any:
         async with asyncio.timeout(timeout):
@@ -132,18 +198,29 @@ def sign(raw: bytes, key: str, *, prefix: str = "sha256=") -> str:
 def _dedupe_key(hook: models.WebhookTrigger, body: Any, request: Request) -> str | None:
     if hook.dedupe is None:
         return None
-    context = {"body": body, "headers": {k.lower(): v for k, v in request.headers.items()}}
+    context = {
+        "body": body,
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+    }
     try:
         value = templates.compile_key_template(hook.dedupe).render(context)
     except errors.TemplateError as exc:
-        raise WebhookRejected(400, f"cannot compute the dedupe key {hook.dedupe!r}: {exc}") from None
+        raise WebhookRejected(
+            400, f"cannot compute the dedupe key {hook.dedupe!r}: {exc}"
+        ) from None
     if value is None or value == "":
-        raise WebhookRejected(400, f"dedupe key {hook.dedupe!r} is empty for this delivery")
+        raise WebhookRejected(
+            400, f"dedupe key {hook.dedupe!r} is empty for this delivery"
+        )
     return str(value)[:500]
 
 
 def _public_headers(request: Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items() if k.lower() not in _PRIVATE_HEADERS and "signature" not in k.lower()}
+    return {
+        k.lower(): v
+        for k, v in request.headers.items()
+        if k.lower() not in _PRIVATE_HEADERS and "signature" not in k.lower()
+    }
 
 
 def _error(status: int, message: str, **fields: Any) -> JSONResponse:

@@ -16,7 +16,12 @@ from lobflows.triggers.webhook import WebhookRoutes
 
 def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
     """Build the app; the runtime is opened and closed by the caller."""
-    app = FastAPI(title="LoB Flows", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="LoB Flows",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
     app.state.runtime = runtime
 
@@ -40,17 +45,31 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
                 "error": run.error,
                 "created_at": run.created_at,
                 "finished_at": run.finished_at,
-                "steps": [{"step": a.step, "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": a.started_at, "finished_at": a.finished_at} for a in attempts],
+                "steps": [
+                    {
+                        "step": a.step,
+                        "attempt": a.attempt,
+                        "status": a.status,
+                        "error": a.error,
+                        "started_at": a.started_at,
+                        "finished_at": a.finished_at,
+                    }
+                    for a in attempts
+                ],
             }
         )
 
     # A plain route: webhooks read the raw body themselves and need none of
     # FastAPI's parameter parsing on the hot path.
-    app.add_route("/{path:path}", webhooks.handle, methods=["POST"], include_in_schema=False)
+    app.add_route(
+        "/{path:path}", webhooks.handle, methods=["POST"], include_in_schema=False
+    )
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     return app
 
@@ -58,7 +77,11 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
 def _authorize(runtime: Runtime, request: Request) -> None:
     token = runtime.settings.api_token
     if not token:
-        raise HTTPException(403, "the REST API is disabled: set LOBFLOWS_API_TOKEN to enable it")
+        raise HTTPException(
+            403, "the REST API is disabled: set LOBFLOWS_API_TOKEN to enable it"
+        )
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )

@@ -14,7 +14,9 @@ def test_redactor_masks_values_in_text_and_nested_data():
     redactor.register("s3cr3t-value-longer")
 
     assert redactor.redact("a s3cr3t-value-longer b") == "a *** b"
-    assert redactor.redact_data({"k": ["x s3cr3t-value", {"s3cr3t-value": 1}]}) == {"k": ["x ***", {"***": 1}]}
+    assert redactor.redact_data({"k": ["x s3cr3t-value", {"s3cr3t-value": 1}]}) == {
+        "k": ["x ***", {"***": 1}]
+    }
 
 
 def test_redactor_ignores_values_too_short_to_mask_safely():
@@ -24,7 +26,9 @@ def test_redactor_ignores_values_too_short_to_mask_safely():
     assert redactor.redact("long ago") == "long ago"
 
 
-def test_secret_store_reads_the_environment_before_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_secret_store_reads_the_environment_before_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     path = tmp_path / "secrets.yaml"
     path.write_text("crm-token: from-file-value\nmail-password: file-only-value\n")
     monkeypatch.setenv(env_name("crm-token"), "from-env-value")

@@ -17,7 +17,9 @@ CARD = """card:
 """
 
 
-def flow_text(steps: str, *, card: str = CARD, trigger: str = "trigger: {manual: {}}\n") -> str:
+def flow_text(
+    steps: str, *, card: str = CARD, trigger: str = "trigger: {manual: {}}\n"
+) -> str:
     return "flow: demo\n" + card + trigger + "steps:\n" + steps
 
 
@@ -28,18 +30,26 @@ def problems_of(text: str) -> list[errors.Problem]:
 
 
 def test_load_flow_text_accepts_a_complete_flow_and_names_steps():
-    loaded = loader.load_flow_text(flow_text("  - map: {a: x}\n  - call: crm.request\n  - call: crm.request\n"), "demo.yaml")
+    loaded = loader.load_flow_text(
+        flow_text("  - map: {a: x}\n  - call: crm.request\n  - call: crm.request\n"),
+        "demo.yaml",
+    )
 
     assert [s.id for s in loaded.spec.steps] == ["map", "crm_request", "crm_request_2"]
     assert loaded.spec.card.data.sensitivity == "internal"
 
 
 def test_load_flow_text_refuses_a_flow_without_a_complete_card():
-    card = CARD.replace("  owner: ops@example.com\n", "").replace("  target: helpdesk\n", "")
+    card = CARD.replace("  owner: ops@example.com\n", "").replace(
+        "  target: helpdesk\n", ""
+    )
 
     problems = problems_of(flow_text("  - map: {a: x}\n", card=card))
 
-    assert {(p.field, p.line) for p in problems} == {("card.owner", 2), ("card.target", 2)}
+    assert {(p.field, p.line) for p in problems} == {
+        ("card.owner", 2),
+        ("card.target", 2),
+    }
     assert all(p.message == "is required but missing" for p in problems)
 
 
@@ -50,7 +60,9 @@ def test_load_flow_text_reports_the_line_and_field_of_nested_problems():
 
     assert problem.field == "steps[1].then[0].retry.max_attempts"
     assert problem.line == 15
-    assert "greater than or equal to 1" in problem.message and "got 0" in problem.message
+    assert (
+        "greater than or equal to 1" in problem.message and "got 0" in problem.message
+    )
     assert str(problem).startswith("demo.yaml:15: steps[1].then[0].retry.max_attempts:")
 
 
@@ -58,24 +70,32 @@ def test_load_flow_text_names_an_unknown_step_kind():
     [problem] = problems_of(flow_text("  - map: {a: x}\n  - frobnicate: 1\n"))
 
     assert problem.field == "steps[1]"
-    assert "expected a step with one of: map, call, if, switch, respond" in problem.message
+    assert (
+        "expected a step with one of: map, call, if, switch, respond" in problem.message
+    )
 
 
 def test_load_flow_text_refuses_duplicate_step_ids():
-    [problem] = problems_of(flow_text("  - id: a\n    map: {x: y}\n  - id: a\n    map: {x: y}\n"))
+    [problem] = problems_of(
+        flow_text("  - id: a\n    map: {x: y}\n  - id: a\n    map: {x: y}\n")
+    )
 
     assert "step id 'a' is used twice" in problem.message
 
 
 def test_load_flow_text_refuses_an_unknown_policy_with_the_choices():
-    [problem] = problems_of(flow_text("  - map:\n      a: {from: input.a, on_missing: explode}\n"))
+    [problem] = problems_of(
+        flow_text("  - map:\n      a: {from: input.a, on_missing: explode}\n")
+    )
 
     assert problem.field == "steps[0].map.a.on_missing"
     assert "'error', 'skip', 'null' or 'default'" in problem.message
 
 
 def test_load_flow_text_reads_a_bare_yaml_null_as_the_null_policy():
-    loaded = loader.load_flow_text(flow_text("  - map:\n      a: {from: input.a, on_missing: null}\n"), "demo.yaml")
+    loaded = loader.load_flow_text(
+        flow_text("  - map:\n      a: {from: input.a, on_missing: null}\n"), "demo.yaml"
+    )
 
     assert loaded.spec.steps[0].map["a"].on_missing == "null"
 
@@ -90,28 +110,44 @@ def test_load_flow_text_reports_yaml_syntax_errors_with_their_line():
 def test_load_flow_text_gives_the_same_digest_to_the_same_content():
     text = flow_text("  - map: {a: x}\n")
 
-    assert loader.load_flow_text(text, "a.yaml").digest == loader.load_flow_text(text + "\n# note\n", "b.yaml").digest
-    assert loader.load_flow_text(text, "a.yaml").digest != loader.load_flow_text(text.replace("a: x", "a: y"), "a.yaml").digest
+    assert (
+        loader.load_flow_text(text, "a.yaml").digest
+        == loader.load_flow_text(text + "\n# note\n", "b.yaml").digest
+    )
+    assert (
+        loader.load_flow_text(text, "a.yaml").digest
+        != loader.load_flow_text(text.replace("a: x", "a: y"), "a.yaml").digest
+    )
 
 
-def test_load_connections_expands_environment_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_load_connections_expands_environment_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("CRM_URL", "http://crm.test")
     path = tmp_path / "connections.yaml"
-    path.write_text("connections:\n  crm:\n    type: http\n    base_url: ${CRM_URL}\n    other: ${UNSET_VARIABLE_X:-fallback}\n")
+    path.write_text(
+        "connections:\n  crm:\n    type: http\n    base_url: ${CRM_URL}\n    other: ${UNSET_VARIABLE_X:-fallback}\n"
+    )
 
-    assert loader.load_connections(path) == {"crm": {"type": "http", "base_url": "http://crm.test", "other": "fallback"}}
+    assert loader.load_connections(path) == {
+        "crm": {"type": "http", "base_url": "http://crm.test", "other": "fallback"}
+    }
 
 
 def test_load_connections_names_an_unset_variable(tmp_path: Path):
     path = tmp_path / "connections.yaml"
-    path.write_text("connections:\n  crm: {type: http, base_url: '${NO_SUCH_VARIABLE_Y}'}\n")
+    path.write_text(
+        "connections:\n  crm: {type: http, base_url: '${NO_SUCH_VARIABLE_Y}'}\n"
+    )
 
     with pytest.raises(errors.FlowFileError, match="NO_SUCH_VARIABLE_Y is not set"):
         loader.load_connections(path)
 
 
 def test_load_project_loads_the_onboarding_example():
-    project = loader.load_project(Path(__file__).parents[3] / "examples" / "onboarding" / "flows")
+    project = loader.load_project(
+        Path(__file__).parents[3] / "examples" / "onboarding" / "flows"
+    )
 
     assert list(project.flows) == ["employee-onboarding"]
     assert set(project.connections) == {"erpnext", "mail", "chat"}
@@ -131,12 +167,23 @@ def test_load_flow_text_compiles_every_template_at_load():
 
     problems = problems_of(flow_text(steps))
 
-    assert [p.field for p in problems] == ["steps[0].map.a", "steps[1].if", "steps[2].with.q"]
+    assert [p.field for p in problems] == [
+        "steps[0].map.a",
+        "steps[1].if",
+        "steps[2].with.q",
+    ]
     assert "nosuchfilter" in problems[2].message
 
 
 def test_flow_files_skips_connections_secrets_hidden_and_nested_files(tmp_path: Path):
-    for name in ("a.yaml", "b.yml", "connections.yaml", "secrets.demo.yaml", ".hidden.yaml", "notes.txt"):
+    for name in (
+        "a.yaml",
+        "b.yml",
+        "connections.yaml",
+        "secrets.demo.yaml",
+        ".hidden.yaml",
+        "notes.txt",
+    ):
         (tmp_path / name).write_text("x")
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "c.yaml").write_text("x")

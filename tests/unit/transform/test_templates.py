@@ -9,7 +9,10 @@ CONTEXT = {"input": {"n": 3, "name": " Ada ", "tags": ["a", "b"], "none": None}}
 
 
 def test_render_value_keeps_the_type_of_a_single_expression():
-    rendered = templates.render_value({"n": "{{ input.n }}", "tags": "{{ input.tags }}", "none": "{{ input.none }}"}, CONTEXT)
+    rendered = templates.render_value(
+        {"n": "{{ input.n }}", "tags": "{{ input.tags }}", "none": "{{ input.none }}"},
+        CONTEXT,
+    )
 
     assert rendered == {"n": 3, "tags": ["a", "b"], "none": None}
 
@@ -27,7 +30,9 @@ def test_render_value_never_evaluates_data_as_a_template():
 
 
 def test_missing_values_raise_a_missing_value_error_naming_the_template():
-    with pytest.raises(templates.MissingValueError, match="no attribute 'age'.*input.age"):
+    with pytest.raises(
+        templates.MissingValueError, match="no attribute 'age'.*input.age"
+    ):
         templates.compile_template("{{ input.age }}").render(CONTEXT)
 
 
@@ -45,7 +50,10 @@ def test_missing_values_raise_a_missing_value_error_naming_the_template():
         "{{ 9 ** 999999 }}",  # CPU bomb by exponent
         "{{ range(10 ** 9) | list }}",  # huge range
         "{{ cycler }}",  # default globals are removed
-        "{% for x in range(99999) %}{% for y in range(99999) %}{% endfor %}{% endfor %}"[:0] + "{{ lipsum() }}",
+        "{% for x in range(99999) %}{% for y in range(99999) %}{% endfor %}{% endfor %}"[
+            :0
+        ]
+        + "{{ lipsum() }}",
     ],
 )
 def test_sandbox_refuses_escape_and_bomb_payloads(payload: str):
@@ -54,12 +62,21 @@ def test_sandbox_refuses_escape_and_bomb_payloads(payload: str):
 
 
 def test_iso_date_accepts_iso_text_and_explicit_formats():
-    assert templates.render_value("{{ '2027-01-04T09:00:00' | iso_date }}", {}) == "2027-01-04"
-    assert templates.render_value("{{ '04/01/2027' | iso_date('%d/%m/%Y') }}", {}) == "2027-01-04"
+    assert (
+        templates.render_value("{{ '2027-01-04T09:00:00' | iso_date }}", {})
+        == "2027-01-04"
+    )
+    assert (
+        templates.render_value("{{ '04/01/2027' | iso_date('%d/%m/%Y') }}", {})
+        == "2027-01-04"
+    )
 
 
 def test_iso_date_names_the_value_and_format_it_expected():
-    with pytest.raises(errors.TemplateError, match="'31/12/2026' is not a date in the format YYYY-MM-DD"):
+    with pytest.raises(
+        errors.TemplateError,
+        match="'31/12/2026' is not a date in the format YYYY-MM-DD",
+    ):
         templates.render_value("{{ '31/12/2026' | iso_date }}", {})
 
 
