@@ -31,9 +31,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from lobflows.testing.servers import SimulatedDisconnect, hide_simulated_disconnects
+from lobflows.testing.servers import (
+    DisconnectAfterHeaders,
+    hide_simulated_disconnects,
+)
 
 __all__ = [
     "ErpnextState",
@@ -978,23 +980,6 @@ def _param(params: Mapping[str, str], key: str, default: Any) -> Any:
     return _loads(raw, f"parameter {key!r}")
 
 
-class _DisconnectAfterHeaders(Response):
-    """Send a response's status line and headers, then cut the connection."""
-
-    def __init__(self, inner: Response) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": self.inner.status_code,
-                "headers": self.inner.raw_headers,
-            }
-        )
-        raise SimulatedDisconnect("connection dropped on purpose")
-
-
 class _Api:
     """HTTP handlers bound to one `ErpnextState`."""
 
@@ -1018,7 +1003,7 @@ class _Api:
         await asyncio.sleep(drop.delay)
         if drop.status is not None:
             return self._forced(drop)
-        return _DisconnectAfterHeaders(response)
+        return DisconnectAfterHeaders(response)
 
     def _forced(self, fault: Fault) -> Response:
         assert fault.status is not None

@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "ServerThread",
@@ -167,3 +168,24 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class DisconnectAfterHeaders(Response):
+    """Send a response's status line and headers, then cut the connection.
+
+    Lets a stand-in process a request fully and still leave the client
+    unsure whether it happened.
+    """
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.inner.status_code,
+                "headers": self.inner.raw_headers,
+            }
+        )
+        raise SimulatedDisconnect("connection dropped on purpose")

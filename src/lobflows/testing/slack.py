@@ -20,9 +20,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from lobflows.testing.servers import SimulatedDisconnect, hide_simulated_disconnects
+from lobflows.testing.servers import (
+    DisconnectAfterHeaders,
+    hide_simulated_disconnects,
+)
 
 __all__ = ["SlackFault", "SlackMessage", "SlackState", "create_slack_app"]
 
@@ -204,23 +206,6 @@ def _payload_error(payload: dict[str, Any]) -> str | None:
     return None
 
 
-class _DropAfterHeaders(Response):
-    """Send the success status line and headers, then cut the connection."""
-
-    def __init__(self, inner: Response) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": self.inner.status_code,
-                "headers": self.inner.raw_headers,
-            }
-        )
-        raise SimulatedDisconnect("connection dropped on purpose")
-
-
 class _Webhooks:
     """Webhook handler bound to one `SlackState`."""
 
@@ -242,7 +227,7 @@ class _Webhooks:
         if drop is None:
             return response
         await asyncio.sleep(drop.delay)
-        return _DropAfterHeaders(response)
+        return DisconnectAfterHeaders(response)
 
     async def _accept(self, request: Request) -> Response:
         secret = request.path_params["path"].strip("/")
