@@ -170,3 +170,13 @@ def base_env(store_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOBFLOWS_")}
     env.update({"LOBFLOWS_DB": store_url, "LOBFLOWS_LOG_LEVEL": "INFO", **extra})
     return env
+
+
+async def wait_for_log(
+    server: ServerProcess, text: str, *, timeout: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} never appeared in the server log")
+        await asyncio.sleep(0.05)

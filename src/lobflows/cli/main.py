@@ -114,6 +114,14 @@ def main_options(
             envvar="LOBFLOWS_CONCURRENCY", help="Runs in progress per process."
         ),
     ] = 64,
+    step_data_budget: Annotated[
+        int,
+        typer.Option(
+            "--step-data-budget-bytes",
+            envvar="LOBFLOWS_STEP_DATA_BUDGET_BYTES",
+            help="Stored data per step; larger data is cut with a marker.",
+        ),
+    ] = 65_536,
     poll_interval: Annotated[
         float,
         typer.Option(
@@ -147,6 +155,7 @@ def main_options(
             lease_seconds=lease_seconds,
             concurrency=concurrency,
             poll_interval_seconds=poll_interval,
+            step_data_budget_bytes=step_data_budget,
             log_level=log_level.upper(),
             log_format=log_format,
         )

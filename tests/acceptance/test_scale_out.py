@@ -1,0 +1,84 @@
+"""The scale-out shape: an HTTP-only server and separate worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lobflows.store import RunStore
+from tests import support
+from tests.conftest import Standins
+
+pytestmark = pytest.mark.acceptance
+
+
+async def test_runs_taken_by_the_web_front_are_executed_by_separate_workers(
+    onboarding_env, store: RunStore, standins: Standins, tmp_path: Path
+):
+    front = support.ServerProcess(
+        {**onboarding_env, "LOBFLOWS_NO_WORKER": "1"},
+        support.ONBOARDING / "flows",
+        tmp_path / "front.log",
+    ).start()
+    workers = [
+        support.ServerProcess(
+            onboarding_env,
+            support.ONBOARDING / "flows",
+            tmp_path / f"worker-{n}.log",
+            command="worker",
+        ).start()
+        for n in range(2)
+    ]
+    try:
+        run_ids = [
+            front.post_hire(support.sample_hire(id=str(5000 + n))).json()["run_id"]
+            for n in range(6)
+        ]
+        runs = [await support.wait_for_run(store, run_id) for run_id in run_ids]
+    finally:
+        for process in (front, *workers):
+            process.stop()
+
+    assert [run.status for run in runs] == ["succeeded"] * 6
+    assert len(standins.erpnext.docs["Employee"]) == 6
+    assert len(standins.mailbox.messages) == 6
+    assert "worker_started" in workers[0].log() and "worker_stopped" in workers[0].log()
+    assert "step_succeeded" not in front.log()  # the front only stores and answers
+
+
+async def test_the_server_logs_one_line_per_state_change_with_ids(
+    onboarding_server, store: RunStore
+):
+    reply = onboarding_server.post_hire(support.sample_hire())
+    run = await support.wait_for_run(store, reply.json()["run_id"])
+    await support.wait_for_log(onboarding_server, "event='run_succeeded'")
+
+    lines = [line for line in onboarding_server.log().splitlines() if run.id in line]
+    events = [line.split("event='")[1].split("'")[0] for line in lines]
+
+    assert events[0] == "run_started" and events[-1] == "run_succeeded"
+    assert events.count("step_succeeded") == 5
+    assert all("flow='employee-onboarding'" in line for line in lines)
+
+
+def test_the_rest_api_needs_its_bearer_token(onboarding_env, tmp_path: Path):
+    env = {**onboarding_env, "LOBFLOWS_API_TOKEN": "api-token-for-tests"}
+    server = support.ServerProcess(
+        env, support.ONBOARDING / "flows", tmp_path / "api.log"
+    ).start()
+    try:
+        run_id = server.post_hire(support.sample_hire()).json()["run_id"]
+        url = f"{server.url}/api/runs/{run_id}"
+        anonymous = httpx.get(url)
+        wrong = httpx.get(url, headers={"Authorization": "Bearer nope"})
+        right = httpx.get(url, headers={"Authorization": "Bearer api-token-for-tests"})
+    finally:
+        server.stop()
+
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert right.status_code == 200
+    assert (
+        right.json()["id"] == run_id and right.json()["flow"] == "employee-onboarding"
+    )
