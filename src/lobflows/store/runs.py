@@ -239,7 +239,7 @@ class RunStore:
         }
         try:
             await self._write(
-                lambda conn: conn.execute(tables.runs.insert().values(**values))
+                lambda conn: conn.execute(_INSERT_RUN, values)
             )
         except IntegrityError:
             if dedupe_key is None:
@@ -513,10 +513,7 @@ class RunStore:
             "updated_at": now,
             "finished_at": now,
         }
-        statement = (
-            tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
-        )
-        await self._write(lambda conn: conn.execute(statement), wait=wait)
+        await self._write(lambda conn: _update_run(conn, run_id, run_values), wait=wait)
 
     def _attempt_row(self, **values: Any) -> dict[str, Any]:
         values["input"] = cut_to_budget(
@@ -534,10 +531,8 @@ class RunStore:
         run_id: str,
         run_values: dict[str, Any],
     ) -> None:
-        conn.execute(tables.step_attempts.insert().values(**attempt_row))
-        conn.execute(
-            tables.runs.update().where(tables.runs.c.id == run_id).values(**run_values)
-        )
+        conn.execute(_INSERT_ATTEMPT, attempt_row)
+        _update_run(conn, run_id, run_values)
 
     # -- reading ---------------------------------------------------------
 
@@ -733,6 +728,17 @@ class RunStore:
             return int(
                 (await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one()
             )
+
+
+# Hot statements are built once; their values travel as parameters, so each
+# execution hits SQLAlchemy's compiled cache without building a statement.
+_INSERT_RUN = tables.runs.insert()
+_INSERT_ATTEMPT = tables.step_attempts.insert()
+_UPDATE_RUN = tables.runs.update().where(tables.runs.c.id == sa.bindparam("run_key"))
+
+
+def _update_run(conn: sa.Connection, run_id: str, values: dict[str, Any]) -> None:
+    conn.execute(_UPDATE_RUN, {"run_key": run_id, **values})
 
 
 def _upgrade(connection: sa.Connection) -> None:
