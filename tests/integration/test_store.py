@@ -151,7 +151,7 @@ async def test_step_data_over_the_budget_is_cut_with_a_visible_marker(store_url:
     assert attempt.input == {"small": 1}
     assert attempt.output[CUT_MARKER] is True
     assert attempt.output["bytes"] > 5000
-    assert attempt.output["preview"].startswith('{"blob": "xxx')
+    assert attempt.output["preview"].startswith('{"blob":"xxx')
 
 
 async def test_dead_letter_replay_queues_the_run_with_the_corrected_input(

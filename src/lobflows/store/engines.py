@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -65,6 +66,18 @@ def _driver_url(url: str, *, asynchronous: bool) -> str:
     return "postgresql+psycopg://" + rest
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+# orjson instead of the stdlib for JSON columns: the writer thread serializes
+# every step's input and output, and holds the GIL while it does.
+JSON_OPTIONS: dict[str, Any] = {
+    "json_serializer": _json_text,
+    "json_deserializer": orjson.loads,
+}
+
+
 def create_read_engine(url: str) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(
@@ -72,6 +85,7 @@ def create_read_engine(url: str) -> AsyncEngine:
             pool_size=5,
             max_overflow=10,
             pool_recycle=300,
+            **JSON_OPTIONS,
         )
     # Reads open no transaction on SQLite, so there is nothing to reset.
     engine = create_async_engine(
@@ -79,6 +93,7 @@ def create_read_engine(url: str) -> AsyncEngine:
         pool_size=2,
         max_overflow=2,
         pool_reset_on_return=None,
+        **JSON_OPTIONS,
     )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -91,9 +106,13 @@ def create_write_engine(url: str) -> sa.Engine:
             pool_size=1,
             max_overflow=0,
             pool_recycle=300,
+            **JSON_OPTIONS,
         )
     engine = sa.create_engine(
-        _driver_url(url, asynchronous=False), pool_size=1, max_overflow=0
+        _driver_url(url, asynchronous=False),
+        pool_size=1,
+        max_overflow=0,
+        **JSON_OPTIONS,
     )
     event.listen(engine, "connect", _sqlite_writer_connection)
     event.listen(engine, "begin", _sqlite_begin_immediate)

@@ -10,7 +10,6 @@ runs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -95,10 +95,11 @@ def cut_to_budget(value: Any, budget_bytes: int) -> Any:
     """Keep step data within the budget; larger data is replaced by a visible marker."""
     if value is None:
         return None
-    encoded = json.dumps(value, default=str)
+    encoded = orjson.dumps(value, default=str)
     if len(encoded) <= budget_bytes:
         return value
-    return {CUT_MARKER: True, "bytes": len(encoded), "preview": encoded[:512]}
+    preview = encoded[:512].decode("utf-8", errors="ignore")
+    return {CUT_MARKER: True, "bytes": len(encoded), "preview": preview}
 
 
 def is_cut(value: Any) -> bool:
@@ -238,9 +239,7 @@ class RunStore:
             "updated_at": now,
         }
         try:
-            await self._write(
-                lambda conn: conn.execute(_INSERT_RUN, values)
-            )
+            await self._write(lambda conn: conn.execute(_INSERT_RUN, values))
         except IntegrityError:
             if dedupe_key is None:
                 raise

@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
 
 from lobflows import errors
 from lobflows.runtime import Runtime
@@ -14,22 +16,37 @@ from lobflows.secrets import redactor
 from lobflows.triggers.webhook import WebhookRoutes
 
 
-def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
-    """Build the app; the runtime is opened and closed by the caller."""
+def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
+    """Build the app; the runtime is opened and closed by the caller.
+
+    Webhooks are plain Starlette routes on the outer app: they read the raw
+    body themselves, and on the hot path they skip the REST API's middleware.
+    """
+    webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
+    routes = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Mount("/api", app=create_api(runtime)),
+        Route("/{path:path}", webhooks.handle, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.runtime = runtime
+    return app
+
+
+async def _healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_api(runtime: Runtime) -> FastAPI:
+    """The REST API, served under /api."""
     app = FastAPI(
         title="LoB Flows",
         docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url="/openapi.json",
     )
-    webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
-    app.state.runtime = runtime
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/api/runs/{run_id}")
+    @app.get("/runs/{run_id}")
     async def get_run(run_id: str, request: Request) -> dict[str, Any]:
         _authorize(runtime, request)
         try:
@@ -58,12 +75,6 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> FastAPI:
                 ],
             }
         )
-
-    # A plain route: webhooks read the raw body themselves and need none of
-    # FastAPI's parameter parsing on the hot path.
-    app.add_route(
-        "/{path:path}", webhooks.handle, methods=["POST"], include_in_schema=False
-    )
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
