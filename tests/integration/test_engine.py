@@ -79,3 +79,44 @@ async def test_an_unchanged_flow_keeps_its_version(store_url: str, tmp_path: Pat
         await second.close()
 
     assert again.flow_version_id == run.flow_version_id
+
+
+BIG = FLOW.replace(
+    'map: {text: "GREETING, {{ input.name }}"}',
+    'map: {text: "GREETING, {{ input.name }}", blob: "{{ \'x\' * 5000 }}"}',
+).replace('{body: "{{ steps.greeting.text }}"}', '{body: "{{ steps.greeting.blob }}"}')
+
+
+async def test_a_resumed_run_names_an_output_cut_at_the_data_budget(
+    store_url: str, tmp_path: Path
+):
+    (tmp_path / "greet.yaml").write_text(BIG.replace("GREETING", "Hi"))
+    settings = Settings(database_url=store_url, step_data_budget_bytes=1024)
+    runtime = await Runtime.open(settings, tmp_path)
+    try:
+        run, _ = await runtime.engine.start_run(
+            "greet", input={"name": "Ada"}, trigger="manual", claim=True
+        )
+        flow = runtime.engine.project.flows["greet"].spec
+        greeting = flow.steps[0]
+        # given the first step's record, as a crash would leave it
+        output = {"text": "Hi, Ada", "blob": "x" * 5000}
+        await runtime.store.record_success(
+            run_id=run.id,
+            step=greeting.id,
+            attempt=1,
+            input=None,
+            output=output,
+            started_at=run.created_at,
+        )
+        # when another pass resumes the run
+        await runtime.engine.execute(await runtime.store.get_run(run.id))
+        failed = await runtime.store.get_run(run.id)
+    finally:
+        await runtime.close()
+
+    assert failed.status == "failed"
+    assert (
+        "stored output of step 'greeting' was larger than the step data budget"
+        in failed.error
+    )

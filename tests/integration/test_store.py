@@ -11,7 +11,7 @@ import pytest
 
 from lobflows import errors
 from lobflows.store import RunStore, retention
-from lobflows.store.runs import CUT_MARKER
+from lobflows.store.records import CUT_MARKER
 
 pytestmark = pytest.mark.integration
 

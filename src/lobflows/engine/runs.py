@@ -21,7 +21,7 @@ from lobflows.engine import retry as retry_policy
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.spec.loader import LoadedFlow, Project
-from lobflows.store import RunRecord, RunStore
+from lobflows.store import RunRecord, RunStore, records
 from lobflows.transform import mapping, templates
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class Engine:
             raise await self._fail(
                 state,
                 step,
-                exc,
+                _explain_cut_outputs(exc, state.completed),
                 attempt=attempt,
                 step_input=step_input,
                 started_at=started_at,
@@ -479,3 +479,18 @@ def _checked_response(step: Any, response: Any) -> dict[str, Any]:
         "body": response.get("body"),
         "headers": {str(k): str(v) for k, v in headers.items()},
     }
+
+
+def _explain_cut_outputs(
+    exc: errors.LobflowsError, completed: dict[str, Any]
+) -> errors.LobflowsError:
+    """Name the outputs that were cut at the data budget when input is missing."""
+    cut = [step for step, output in completed.items() if records.is_cut(output)]
+    if not cut or not isinstance(exc, errors.StepInputError):
+        return exc
+    names = ", ".join(repr(step) for step in cut)
+    return errors.StepInputError(
+        f"{exc}; the stored output of step {names} was larger than the step data "
+        "budget and was cut, so it cannot be read after a restart: raise "
+        "--step-data-budget-bytes"
+    )

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from lobflows.store.runs import (
-    Attempt,
-    DeadLetter,
-    RunRecord,
-    RunStore,
-)
+from lobflows.store.records import Attempt, DeadLetter, RunRecord
+from lobflows.store.runs import RunStore
 
 __all__ = ["Attempt", "DeadLetter", "RunRecord", "RunStore"]

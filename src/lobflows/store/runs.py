@@ -11,99 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import IntegrityError
 
 from lobflows import errors
-from lobflows.store import engines, tables
+from lobflows.store import engines, records, tables
+from lobflows.store.records import (
+    DEFAULT_STEP_DATA_BUDGET_BYTES,
+    Attempt,
+    DeadLetter,
+    RunRecord,
+    cut_to_budget,
+    new_run_id,
+)
 from lobflows.store.writer import GroupWriter
 
 T = TypeVar("T")
-DEFAULT_STEP_DATA_BUDGET_BYTES = 65_536
-CUT_MARKER = "_lobflows_cut"
 _MIGRATIONS = str(Path(__file__).with_name("migrations"))
-ACTIVE_STATUSES = ("queued", "running")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: str
-    flow: str
-    flow_version_id: int
-    status: str
-    trigger: str
-    input: Any
-    trigger_data: Any
-    overrides: dict[str, Any] | None
-    response: Any
-    error: str | None
-    current_step: str | None
-    current_attempts: int
-    due_at: float
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    dedupe_key: str | None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in ("succeeded", "failed")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    id: int
-    step: str
-    attempt: int
-    status: str
-    input: Any
-    output: Any
-    error: str | None
-    retryable: bool | None
-    started_at: float
-    finished_at: float
-    next_attempt_at: float | None
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    id: int
-    run_id: str
-    flow: str
-    step: str
-    error: str
-    step_input: Any
-    status: str
-    created_at: float
-    resolved_at: float | None
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def cut_to_budget(value: Any, budget_bytes: int) -> Any:
-    """Keep step data within the budget; larger data is replaced by a visible marker."""
-    if value is None:
-        return None
-    encoded = orjson.dumps(value, default=str)
-    if len(encoded) <= budget_bytes:
-        return value
-    preview = encoded[:512].decode("utf-8", errors="ignore")
-    return {CUT_MARKER: True, "bytes": len(encoded), "preview": preview}
-
-
-def is_cut(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(CUT_MARKER) is True
 
 
 class RunStore:
@@ -294,7 +224,7 @@ class RunStore:
                     r.c.id.in_(ids), r.c.lease_owner == owner, r.c.updated_at == now
                 )
             ).all()
-            return [_run_record(row) for row in rows]
+            return [records.run_record(row) for row in rows]
 
         return await self._write(write)
 
@@ -325,7 +255,9 @@ class RunStore:
             )
             if result.rowcount != 1:
                 return None
-            return _run_record(conn.execute(sa.select(r).where(r.c.id == run_id)).one())
+            return records.run_record(
+                conn.execute(sa.select(r).where(r.c.id == run_id)).one()
+            )
 
         return await self._write(write)
 
@@ -541,7 +473,7 @@ class RunStore:
             row = (await conn.execute(sa.select(r).where(r.c.id == run_id))).first()
         if row is None:
             raise errors.RunNotFoundError(f"no run with id {run_id!r}", run_id=run_id)
-        return _run_record(row)
+        return records.run_record(row)
 
     async def find_run(self, prefix: str) -> RunRecord:
         """A run by its id or an unambiguous prefix of at least six characters."""
@@ -580,13 +512,13 @@ class RunStore:
         if status:
             query = query.where(r.c.status == status)
         async with self.engine.connect() as conn:
-            return [_run_record(row) for row in await conn.execute(query)]
+            return [records.run_record(row) for row in await conn.execute(query)]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         a = tables.step_attempts
         query = sa.select(a).where(a.c.run_id == run_id).order_by(a.c.id)
         async with self.engine.connect() as conn:
-            return [_attempt(row) for row in await conn.execute(query)]
+            return [records.attempt_record(row) for row in await conn.execute(query)]
 
     async def count_runs(self, *, status: str | None = None) -> int:
         r = tables.runs
@@ -745,13 +677,3 @@ def _upgrade(connection: sa.Connection) -> None:
     config.set_main_option("script_location", _MIGRATIONS)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-
-
-def _run_record(row: sa.Row[Any]) -> RunRecord:
-    m = row._mapping
-    return RunRecord(**{name: m[name] for name in RunRecord.__dataclass_fields__})
-
-
-def _attempt(row: sa.Row[Any]) -> Attempt:
-    m = row._mapping
-    return Attempt(**{name: m[name] for name in Attempt.__dataclass_fields__})
