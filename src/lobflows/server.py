@@ -52,7 +52,10 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    background = _background(runtime, with_worker)
+    working = asyncio.create_task(runtime.worker.run()) if with_worker else None
+    background = (
+        [asyncio.create_task(_prune_periodically(runtime))] if with_worker else []
+    )
     log.info(
         "Server listening",
         extra={
@@ -67,7 +70,11 @@ async def serve(
     try:
         await server.serve()
     finally:
+        # The worker is stopped, not cancelled: it lets steps in progress
+        # finish and hands its runs back.
         runtime.worker.stop()
+        if working is not None:
+            await asyncio.gather(working, return_exceptions=True)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -84,15 +91,6 @@ async def _watch(
     if stop is not None:
         await stop.wait()
         server.should_exit = True
-
-
-def _background(runtime: Runtime, with_worker: bool) -> list[asyncio.Task[Any]]:
-    if not with_worker:
-        return []
-    return [
-        asyncio.create_task(runtime.worker.run()),
-        asyncio.create_task(_prune_periodically(runtime)),
-    ]
 
 
 async def _prune_periodically(runtime: Runtime) -> None:

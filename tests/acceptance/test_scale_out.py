@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -82,3 +83,42 @@ def test_the_rest_api_needs_its_bearer_token(onboarding_env, tmp_path: Path):
     assert (
         right.json()["id"] == run_id and right.json()["flow"] == "employee-onboarding"
     )
+
+
+async def test_a_stopped_worker_finishes_its_step_and_starts_no_other(
+    onboarding_env, store: RunStore, standins: Standins, tmp_path: Path
+):
+    # ERPNext holds the create for 3 s: the worker is stopped in the middle of it.
+    standins.erpnext.add_fault(count=1, delay=3.0, match="POST /api/resource/Employee")
+    front = support.ServerProcess(
+        {**onboarding_env, "LOBFLOWS_NO_WORKER": "1"},
+        support.ONBOARDING / "flows",
+        tmp_path / "front.log",
+    ).start()
+    flows = support.ONBOARDING / "flows"
+    first = support.ServerProcess(
+        onboarding_env, flows, tmp_path / "w1.log", command="worker"
+    ).start()
+    try:
+        run_id = front.post_hire(support.sample_hire()).json()["run_id"]
+        await support.wait_for_log(first, "event='step_succeeded'")  # the map step
+        await asyncio.sleep(0.5)
+        first.stop()  # SIGTERM while the create is in flight
+
+        released = await store.get_run(run_id)
+        completed = await store.completed_steps(run_id)
+        second = support.ServerProcess(
+            onboarding_env, flows, tmp_path / "w2.log", command="worker"
+        ).start()
+        try:
+            run = await support.wait_for_run(store, run_id)
+        finally:
+            second.stop()
+    finally:
+        front.stop()
+
+    assert released.status == "queued"
+    assert set(completed) == {"hire", "create_employee"}  # finished, nothing after
+    assert run.status == "succeeded"
+    assert standins.erpnext.request_counts["POST /api/resource/Employee"] == 1
+    assert len(standins.mailbox.messages) == 1

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """How a run left the engine: finished, waiting for a retry, or dead-lettered."""
+    """How a run left the engine: succeeded, queued for a retry, failed
+    (dead-lettered), or released to another worker at shutdown."""
 
     status: str
     next_attempt_at: float | None = None
@@ -73,6 +74,8 @@ class Engine:
         self._flows_by_version: dict[int, models.Flow] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
         self.on_retry_scheduled: list[Any] = []
+        # Set when the process is shutting down: no step starts after that.
+        self.is_stopping = False
 
     async def register_flows(self) -> None:
         """Store the current version of every flow; unchanged flows keep their version."""
@@ -214,6 +217,10 @@ class Engine:
                     state, self._chosen_block(step, state.completed[step.id])
                 )
                 continue
+            if self.is_stopping:
+                # Between steps is the one safe place to let go of a run: the
+                # journal says exactly where the next worker resumes.
+                raise _Stop(StepOutcome("released"))
             output = await self._run_step(state, step)
             await self._run_block(state, self._chosen_block(step, output))
 

@@ -33,10 +33,12 @@ class Worker:
         *,
         concurrency: int = 64,
         poll_interval_seconds: float = 0.5,
+        drain_seconds: float = 60.0,
     ) -> None:
         self.engine = engine
         self.concurrency = concurrency
         self.poll_interval_seconds = poll_interval_seconds
+        self.drain_seconds = drain_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -79,6 +81,8 @@ class Worker:
             )
 
     def stop(self) -> None:
+        """Start no new step; runs in progress finish the step they are in."""
+        self.engine.is_stopping = True
         self._stopping.set()
         self._wake.set()
 
@@ -130,5 +134,14 @@ class Worker:
                 )
 
     async def _drain(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+        if not self._tasks:
+            return
+        log.info(
+            "Waiting for steps in progress",
+            extra={"event": "worker_draining", "runs": len(self._tasks)},
+        )
+        # A step in flight is waited for up to its own timeout, so that what
+        # it did reaches the journal instead of being done twice.
+        _, pending = await asyncio.wait(self._tasks, timeout=self.drain_seconds)
+        for task in pending:
+            task.cancel()
