@@ -328,6 +328,21 @@ async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with
             400,
             "null or empty",
         ),
+        # an empty list or blank text as the id is no id either
+        (
+            b'{"employees": [{"id": [], "fields": {}}]}',
+            None,
+            support.HOOK_PATH,
+            400,
+            "null or empty",
+        ),
+        (
+            b'{"employees": [{"id": "  ", "fields": {}}]}',
+            None,
+            support.HOOK_PATH,
+            400,
+            "null or empty",
+        ),
         # nesting deep enough to exhaust a recursive parser
         (b"[" * 30_000, None, support.HOOK_PATH, 400, "not valid JSON"),
         # a lone surrogate cannot be stored or printed as text

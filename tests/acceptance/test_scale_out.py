@@ -75,11 +75,14 @@ def test_the_rest_api_needs_its_bearer_token(onboarding_env, tmp_path: Path):
         anonymous = httpx.get(url)
         wrong = httpx.get(url, headers={"Authorization": "Bearer nope"})
         right = httpx.get(url, headers={"Authorization": "Bearer api-token-for-tests"})
+        lower = httpx.get(url, headers={"Authorization": "bearer api-token-for-tests"})
+        schema = httpx.get(f"{server.url}/api/openapi.json")
     finally:
         server.stop()
 
     assert anonymous.status_code == 401 and wrong.status_code == 401
-    assert right.status_code == 200
+    assert right.status_code == 200 and lower.status_code == 200
+    assert schema.status_code == 404
     assert (
         right.json()["id"] == run_id and right.json()["flow"] == "employee-onboarding"
     )

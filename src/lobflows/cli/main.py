@@ -52,6 +52,18 @@ FlowsDir = Annotated[
 ]
 
 
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
 class RunStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
@@ -129,14 +141,19 @@ def main_options(
         ),
     ] = 0.5,
     log_level: Annotated[
-        str,
+        LogLevel,
         typer.Option(
-            envvar="LOBFLOWS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."
+            envvar="LOBFLOWS_LOG_LEVEL",
+            case_sensitive=False,
+            help="Log lines at or above this level.",
         ),
-    ] = "INFO",
+    ] = LogLevel.INFO,
     log_format: Annotated[
-        str, typer.Option(envvar="LOBFLOWS_LOG_FORMAT", help="text or json.")
-    ] = "text",
+        LogFormat,
+        typer.Option(
+            envvar="LOBFLOWS_LOG_FORMAT", help="Lines as key=value text or JSON."
+        ),
+    ] = LogFormat.text,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -156,8 +173,8 @@ def main_options(
             concurrency=concurrency,
             poll_interval_seconds=poll_interval,
             step_data_budget_bytes=step_data_budget,
-            log_level=log_level.upper(),
-            log_format=log_format,
+            log_level=log_level.value,
+            log_format=log_format.value,
         )
     except Exception as exc:
         _fail(f"invalid setting: {exc}", EXIT_USAGE)
@@ -262,9 +279,14 @@ def validate(
                 folder, [f for p, f in loaded.items() if p.parent == folder]
             )
         )
+    troubled = {problem.path for problem in problems}
     for path, flow in loaded.items():
+        if str(path) in troubled:
+            continue
+        steps = len(flow.spec.steps)
         console.print(
-            f"[green]ok[/] {escape(str(path))} [dim]({flow.name}, {len(flow.spec.steps)} steps)[/]",
+            f"[green]ok[/] {escape(str(path))} [dim]({flow.name}, {steps} step"
+            f"{'' if steps == 1 else 's'})[/]",
             highlight=False,
         )
     for problem in problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from typing import Any, Literal
 
 import pydantic
@@ -46,11 +47,18 @@ class RequestParams(pydantic.BaseModel):
     @pydantic.field_validator("path")
     @classmethod
     def _relative(cls, path: str) -> str:
-        # An absolute URL would carry the connection's credentials to
-        # whatever host run data names.
-        if "://" in path or path.startswith("//") or "\\" in path:
+        # An absolute URL, or a way up out of the base path, would carry the
+        # connection's credentials to whatever the run data names.
+        if "://" in path or path.lstrip().startswith("//") or "\\" in path:
             raise ValueError(
                 "must be a path relative to the connection's base_url, not a URL"
+            )
+        segments = urllib.parse.unquote(path).split("/")
+        if ".." in segments or "." in segments:
+            raise ValueError("must not contain '.' or '..' segments")
+        if "?" in path or "#" in path:
+            raise ValueError(
+                "must not carry a query or fragment: give query values in params"
             )
         return path
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pydantic
 
+from lobflows import errors
 from lobflows.connectors import _http, base
 from lobflows.secrets import redactor
 
@@ -58,7 +59,13 @@ class SlackWebhookConnector(base.Connector):
             PostParams, params, action=f"{self.name}.post"
         )
         url = self.secrets.get(self.settings.url_secret)
-        redactor.register(urlsplit(url).path)
+        parts = urlsplit(url)
+        redactor.register(parts.path)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+            raise errors.ConfigurationError(
+                f"secret {self.settings.url_secret!r} does not hold an http(s) webhook URL",
+                retryable=False,
+            )
         payload = p.model_dump(exclude_none=True)
         response = await self.client.request(
             "POST", url, json=payload, timeout_seconds=context.timeout_seconds

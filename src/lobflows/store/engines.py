@@ -32,12 +32,13 @@ def check_url(url: str) -> None:
             f"run store URL {display_url(url)!r} is not supported: use sqlite:///path/to/file.db or postgresql://user@host/dbname"
         )
     parsed = sa.engine.make_url(url)
-    if (
-        parsed.get_backend_name() != "sqlite"
-        or not parsed.database
-        or parsed.database == ":memory:"
-    ):
+    if parsed.get_backend_name() != "sqlite":
         return
+    if not parsed.database or parsed.database == ":memory:":
+        raise errors.ConfigurationError(
+            f"run store URL {display_url(url)!r} names no file: use "
+            "sqlite:///path/to/file.db (runs must outlive the process)"
+        )
     # Checked up front: a failed SQLite open leaves the driver's thread behind.
     folder = Path(parsed.database).expanduser().resolve().parent
     if not folder.is_dir():

@@ -61,7 +61,11 @@ class RunStore:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except (
+            sa.exc.OperationalError,
+            sa.exc.InterfaceError,
+            sa.exc.DatabaseError,
+        ) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise errors.ConfigurationError(
                 f"cannot open the run store {self.display_url}: {reason}"

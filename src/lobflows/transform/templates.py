@@ -76,8 +76,11 @@ def _text(value: Any) -> Any:
 
 
 def _key_part(value: Any) -> Any:
-    if value is None or value == "":
+    empty = value is None or value == [] or value == {}
+    if empty or (isinstance(value, str) and not value.strip()):
         raise MissingValueError("a value in the key is null or empty")
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value
 
 

@@ -41,9 +41,10 @@ def create_api(runtime: Runtime) -> FastAPI:
     """The REST API, served under /api."""
     app = FastAPI(
         title="LoB Flows",
+        # The schema would describe the API to anyone; it is not served.
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,
     )
 
     @app.get("/runs/{run_id}")
@@ -91,8 +92,11 @@ def _authorize(runtime: Runtime, request: Request) -> None:
         raise HTTPException(
             403, "the REST API is disabled: set LOBFLOWS_API_TOKEN to enable it"
         )
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # The scheme name is case-insensitive (RFC 9110, section 11.1).
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )

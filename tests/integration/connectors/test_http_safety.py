@@ -53,18 +53,25 @@ def refuse_any_request(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.mark.parametrize(
-    "path", ["http://127.0.0.1:9/steal", "//127.0.0.1:9/steal", "https://example.org/x"]
+    ("path", "phrase"),
+    [
+        ("http://127.0.0.1:9/steal", "relative to the connection's base_url"),
+        ("//127.0.0.1:9/steal", "relative to the connection's base_url"),
+        ("https://example.org/x", "relative to the connection's base_url"),
+        ("/../../x", "'..' segments"),  # up and out of the base path
+        ("/%2e%2e/x", "'..' segments"),  # the same, percent-encoded
+        ("/x?a=b", "query values in params"),  # would be dropped silently
+    ],
 )
-async def test_http_request_refuses_an_absolute_url_in_path(path: str):
-    with ServerThread(echo_app()) as server:
-        connector = http_connection(server.url)
-        connector.client.client._transport = httpx.MockTransport(refuse_any_request)
+async def test_http_request_refuses_paths_that_leave_the_base_url(
+    path: str, phrase: str
+):
+    connector = http_connection("http://127.0.0.1:9/api")
+    connector.client.client._transport = httpx.MockTransport(refuse_any_request)
 
-        with pytest.raises(
-            errors.StepInputError, match="relative to the connection's base_url"
-        ):
-            await connector.call("request", {"path": path}, CONTEXT)
-        await connector.close()
+    with pytest.raises(errors.StepInputError, match=phrase):
+        await connector.call("request", {"path": path}, CONTEXT)
+    await connector.close()
 
 
 async def test_http_request_sends_credentials_to_its_own_base_url():
@@ -135,6 +142,19 @@ async def test_smtp_send_refuses_a_metadata_host_before_connecting(
         await connector.call(
             "send", {"to": "b@example.com", "subject": "s", "text": "t"}, CONTEXT
         )
+
+
+async def test_chat_webhook_refuses_a_secret_that_is_not_a_url():
+    settings = slack.SlackWebhookSettings(url_secret="chat-url")
+    connector = slack.SlackWebhookConnector(
+        "chat", settings, SecretStore({"chat-url": "SECRETTOKEN"})
+    )
+
+    with pytest.raises(
+        errors.ConfigurationError, match="'chat-url' does not hold an http"
+    ):
+        await connector.call("post", {"text": "hi"}, CONTEXT)
+    await connector.close()
 
 
 async def test_chat_webhook_errors_name_the_host_but_never_the_secret_path():
