@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -27,8 +28,17 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFIGURATION = 4
 EXIT_INTERNAL = 70
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped into a file or another command, tables keep whole run ids on one
+# line instead of wrapping at 80 columns; COLUMNS still wins when set.
+PIPED_WIDTH = 200
+
+
+def _width(stream: Any) -> int | None:
+    return None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 app = typer.Typer(
     name="lobflows",
     help="Durable, documented flows between line-of-business systems.",
