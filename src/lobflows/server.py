@@ -17,6 +17,7 @@ from lobflows.cli import views
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.store import retention
+from lobflows.triggers.schedule import Scheduler
 
 log = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -53,9 +54,7 @@ async def serve(
     )
     server = uvicorn.Server(config)
     working = asyncio.create_task(runtime.worker.run()) if with_worker else None
-    background = (
-        [asyncio.create_task(_prune_periodically(runtime))] if with_worker else []
-    )
+    background = _background(runtime) if with_worker else []
     log.info(
         "Server listening",
         extra={
@@ -93,6 +92,15 @@ async def _watch(
         server.should_exit = True
 
 
+def _background(runtime: Runtime) -> list[asyncio.Task[Any]]:
+    """What a process with a worker also runs: the scheduler and pruning."""
+    scheduler = Scheduler(runtime.engine, on_started=runtime.worker.wake)
+    return [
+        asyncio.create_task(scheduler.run(runtime.worker.stopping)),
+        asyncio.create_task(_prune_periodically(runtime)),
+    ]
+
+
 async def _prune_periodically(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
@@ -109,12 +117,13 @@ async def work(settings: Settings, flows_dir: Path) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, runtime.worker.stop)
-    pruning = asyncio.create_task(_prune_periodically(runtime))
+    background = _background(runtime)
     try:
         await runtime.worker.run()
     finally:
-        pruning.cancel()
-        await asyncio.gather(pruning, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await runtime.close()
 
 

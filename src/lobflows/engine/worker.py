@@ -42,7 +42,7 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self.stopping = asyncio.Event()
         engine.on_retry_scheduled.append(self._wake_at)
 
     def submit(self, run: RunRecord, *, fresh: bool = False) -> None:
@@ -67,7 +67,7 @@ class Worker:
             },
         )
         try:
-            while not self._stopping.is_set():
+            while not self.stopping.is_set():
                 claimed = await self._claim()
                 if claimed == 0:
                     await self._sleep()
@@ -80,10 +80,14 @@ class Worker:
                 extra={"event": "worker_stopped", "worker": self.engine.owner},
             )
 
+    def wake(self) -> None:
+        """Look for due runs now instead of at the next poll."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Start no new step; runs in progress finish the step they are in."""
         self.engine.is_stopping = True
-        self._stopping.set()
+        self.stopping.set()
         self._wake.set()
 
     async def _claim(self) -> int:

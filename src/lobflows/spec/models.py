@@ -7,9 +7,12 @@ steps it runs. Everything is parsed once, at load, into frozen models.
 
 from __future__ import annotations
 
+import datetime
 import re
+import zoneinfo
 from typing import Annotated, Any, Literal
 
+import cronsim
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +25,7 @@ from pydantic import (
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 STEP_KINDS = ("map", "call", "if", "switch", "respond")
+TRIGGER_KINDS = ("webhook", "schedule", "manual")
 
 
 class Model(BaseModel):
@@ -90,17 +94,69 @@ class WebhookTrigger(Model):
     sync_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
 
+class ScheduleTrigger(Model):
+    """A calendar starts runs: a cron expression read in an IANA time zone.
+
+    A local time that does not exist (the hour skipped in spring) runs once,
+    at the first minute after the gap; a local time that occurs twice (the
+    hour repeated in autumn) runs once, at its first occurrence. Expressions
+    with a wildcard hour follow elapsed time instead, like cron.
+    """
+
+    cron: str = Field(
+        description="Five fields: minute hour day-of-month month day-of-week."
+    )
+    timezone: str = Field(default="UTC", description="IANA zone, e.g. Europe/Berlin.")
+    missed: Literal["skip", "catch_up"] = Field(
+        default="skip",
+        description="Runs due while no worker was up: skip them, or start them late.",
+    )
+    max_catch_up: int = Field(
+        default=10, ge=1, le=1000, description="At most this many late runs."
+    )
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="Input of every run."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            cronsim.CronSim(value, datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+        except cronsim.CronSimError as exc:
+            raise ValueError(
+                f"{value!r} is not a valid cron expression: {exc}"
+            ) from None
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"{value!r}: expected five fields (minute hour day month weekday)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone, e.g. Europe/Berlin"
+            ) from None
+        return value
+
+
 class Trigger(Model):
     """What starts a run. Every flow can also be started by hand."""
 
     webhook: WebhookTrigger | None = None
+    schedule: ScheduleTrigger | None = None
     manual: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Trigger:
-        kinds = [k for k in ("webhook", "manual") if getattr(self, k) is not None]
+        kinds = [k for k in TRIGGER_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("expected exactly one of: webhook, manual")
+            raise ValueError("expected exactly one of: " + ", ".join(TRIGGER_KINDS))
         return self
 
 

@@ -469,6 +469,38 @@ class RunStore:
         conn.execute(_INSERT_ATTEMPT, attempt_row)
         _update_run(conn, run_id, run_values)
 
+    # -- schedules -------------------------------------------------------
+
+    async def schedule_last_fire(self, flow: str) -> float | None:
+        """The last fire time of a scheduled flow that was handled, if any."""
+        t = tables.schedules
+        async with self.engine.connect() as conn:
+            query = sa.select(t.c.last_fire_at).where(t.c.flow == flow)
+            return (await conn.execute(query)).scalar()
+
+    async def record_schedule_fire(self, flow: str, fire_at: float) -> None:
+        """Remember a handled fire time; it only ever moves forward."""
+        t = tables.schedules
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            moved = conn.execute(
+                t.update()
+                .where(t.c.flow == flow, t.c.last_fire_at < fire_at)
+                .values(last_fire_at=fire_at, updated_at=now)
+            )
+            exists = conn.execute(sa.select(t.c.flow).where(t.c.flow == flow)).first()
+            if moved.rowcount == 0 and exists is None:
+                conn.execute(
+                    t.insert().values(flow=flow, last_fire_at=fire_at, updated_at=now)
+                )
+
+        try:
+            await self._write(write)
+        except IntegrityError:
+            # Another process inserted the row first; now it is an update.
+            await self._write(write)
+
     # -- reading ---------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord:

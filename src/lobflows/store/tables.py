@@ -123,3 +123,13 @@ dead_letters = sa.Table(
     sa.Column("resolved_at", Time),
     sa.Index("ix_dead_letters_status", "status", "id"),
 )
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("flow", sa.String(200), primary_key=True),
+    # The last fire time handled (started or skipped), so no time fires twice
+    # and downtime is seen on restart.
+    sa.Column("last_fire_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
