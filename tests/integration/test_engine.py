@@ -120,3 +120,20 @@ async def test_a_resumed_run_names_an_output_cut_at_the_data_budget(
         "stored output of step 'greeting' was larger than the step data budget"
         in failed.error
     )
+
+
+async def test_flow_versions_count_the_runs_each_has_in_flight(
+    store_url: str, tmp_path: Path
+):
+    first = await open_runtime(store_url, tmp_path, "Hello")
+    for name in ("a", "b"):
+        await first.engine.start_run("greet", input={"name": name}, trigger="manual")
+    await first.close()
+    second = await open_runtime(store_url, tmp_path, "Goodbye")
+    try:
+        await second.engine.start_run("greet", input={"name": "c"}, trigger="manual")
+        versions = await second.store.flow_versions("greet")
+    finally:
+        await second.close()
+
+    assert [(v["version"], v["in_flight"]) for v in versions] == [(1, 2), (2, 1)]

@@ -47,12 +47,16 @@ app = typer.Typer(
     add_completion=False,
 )
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+flows_app = typer.Typer(
+    help="Stored flow versions and the runs each has in flight.", no_args_is_help=True
+)
 dlq_app = typer.Typer(
     help="Work the dead letter queue: list, show, replay, discard.",
     no_args_is_help=True,
 )
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(flows_app, name="flows")
 
 FlowsDir = Annotated[
     Path,
@@ -459,6 +463,26 @@ def runs_show(
 
     run, attempts = run_async(_with_store(load))
     views.print_run(console, run, attempts, with_data=data)
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """Every flow's versions, as stored by serve and worker, with runs in flight."""
+    versions = run_async(_with_store(lambda s: s.flow_versions()))
+    console.print(views.flow_versions_table(versions))
+
+
+@flows_app.command("show")
+def flows_show(flow: Annotated[str, typer.Argument(help="Flow name.")]) -> None:
+    """One flow's versions: when each was stored and how many runs it still has."""
+    versions = run_async(_with_store(lambda s: s.flow_versions(flow)))
+    if not versions:
+        _fail(
+            f"no stored versions of flow {flow!r}",
+            EXIT_NOT_FOUND,
+            "a flow is stored when serve or worker loads it",
+        )
+    console.print(views.flow_versions_table(versions))
 
 
 @dlq_app.command("list")

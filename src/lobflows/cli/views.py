@@ -130,6 +130,21 @@ def print_run(
             console.print("output:", shown(a.output), highlight=False)
 
 
+def flow_versions_table(versions: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(versions)} flow version(s)", title_justify="left")
+    for column in ("flow", "version", "digest", "stored (UTC)", "runs in flight"):
+        table.add_column(column, overflow="fold")
+    for v in versions:
+        table.add_row(
+            v["flow"],
+            str(v["version"]),
+            v["digest"],
+            when(v["created_at"]),
+            str(v["in_flight"]),
+        )
+    return table
+
+
 def dead_letters_table(letters: list[DeadLetter]) -> Table:
     table = Table(title=f"{len(letters)} dead letter(s)", title_justify="left")
     for column in ("id", "run", "flow", "step", "status", "since (UTC)", "error"):

@@ -469,6 +469,31 @@ class RunStore:
         conn.execute(_INSERT_ATTEMPT, attempt_row)
         _update_run(conn, run_id, run_values)
 
+    async def flow_versions(self, flow: str | None = None) -> list[dict[str, Any]]:
+        """Every stored flow version with its runs in flight (queued or running)."""
+        v, r = tables.flow_versions, tables.runs
+        in_flight = (
+            sa.select(r.c.flow_version_id, sa.func.count().label("in_flight"))
+            .where(r.c.status.in_(("queued", "running")))
+            .group_by(r.c.flow_version_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                v.c.flow,
+                v.c.version,
+                v.c.digest,
+                v.c.created_at,
+                sa.func.coalesce(in_flight.c.in_flight, 0).label("in_flight"),
+            )
+            .outerjoin(in_flight, in_flight.c.flow_version_id == v.c.id)
+            .order_by(v.c.flow, v.c.version)
+        )
+        if flow:
+            query = query.where(v.c.flow == flow)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
     # -- schedules -------------------------------------------------------
 
     async def schedule_last_fire(self, flow: str) -> float | None:
