@@ -465,6 +465,30 @@ def runs_show(
     views.print_run(console, run, attempts, with_data=data)
 
 
+@app.command()
+def signal(
+    run_id: Annotated[
+        str, typer.Argument(help="Run id or a prefix of at least 6 characters.")
+    ],
+    name: Annotated[
+        str, typer.Argument(help="Signal name, as the flow's wait step names it.")
+    ],
+    data_file: Annotated[
+        Path | None, typer.Option("--data", help="JSON file sent with the signal.")
+    ] = None,
+) -> None:
+    """Send a named signal to a run; a run waiting for it goes on."""
+    payload = _read_json(data_file, "signal data") if data_file else None
+
+    async def send(store: Any) -> str:
+        run = await store.find_run(run_id)
+        await store.send_signal(run.id, name, payload)
+        return run.id
+
+    sent_to = run_async(_with_store(send))
+    console.print(f"Signal {name!r} sent to run {sent_to}.", highlight=False)
+
+
 @flows_app.command("list")
 def flows_list() -> None:
     """Every flow's versions, as stored by serve and worker, with runs in flight."""

@@ -10,6 +10,7 @@ replay from the dead letter queue continues where it stopped.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from lobflows import errors
 from lobflows.connectors import base as connectors
 from lobflows.engine import retry as retry_policy
+from lobflows.engine.clock import Clock, SystemClock
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.spec.loader import LoadedFlow, Project
@@ -25,6 +27,8 @@ from lobflows.store import RunRecord, RunStore, records
 from lobflows.transform import mapping, templates
 
 log = logging.getLogger(__name__)
+# Due time of a wait with no timeout: it wakes by signal only.
+FAR_FUTURE = 32503680000.0  # 3000-01-01
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,14 @@ class Engine:
         connections: dict[str, connectors.Connector],
         owner: str,
         lease_seconds: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.project = project
         self.connections = connections
         self.owner = owner
         self.lease_seconds = lease_seconds
+        self.clock = clock or SystemClock()
         self._versions: dict[str, int] = {}
         self._flows_by_version: dict[int, models.Flow] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
@@ -120,6 +126,7 @@ class Engine:
             dedupe_key=dedupe_key,
             lease_owner=self.owner if claim else None,
             lease_seconds=self.lease_seconds,
+            due_at=self.clock.now(),
         )
         if created:
             log.info(
@@ -221,8 +228,109 @@ class Engine:
                 # Between steps is the one safe place to let go of a run: the
                 # journal says exactly where the next worker resumes.
                 raise _Stop(StepOutcome("released"))
-            output = await self._run_step(state, step)
+            if isinstance(step, models.SleepStep | models.WaitStep):
+                output = await self._run_waiting_step(state, step)
+            else:
+                output = await self._run_step(state, step)
             await self._run_block(state, self._chosen_block(step, output))
+
+    async def _run_waiting_step(self, state: _Pass, step: Any) -> Any:
+        """A sleep or wait: succeed if its time or signal has come, else park the run."""
+        run = state.run
+        stored = (
+            await self.store.waiting_record(run.id, step.id)
+            if run.current_step == step.id
+            else None
+        )
+        now = self.clock.now()
+        started_at = time.time()
+        try:
+            until = stored["until"] if stored else self._wait_until(state, step, now)
+        except errors.LobflowsError as exc:
+            raise await self._fail(
+                state, step, exc, attempt=1, step_input=None, started_at=started_at
+            ) from None
+        if isinstance(step, models.WaitStep):
+            output = await self.store.take_signal(
+                run_id=run.id, name=step.wait.signal, step=step.id
+            )
+            if output is None and until is not None and now >= until:
+                output = await self._wait_timed_out(state, step, started_at)
+        else:
+            output = {"slept_until": until} if now >= until else None
+        if output is None:
+            signal = step.wait.signal if isinstance(step, models.WaitStep) else None
+            await self.store.record_wait(
+                run_id=run.id,
+                step=step.id,
+                until=FAR_FUTURE if until is None else until,
+                signal=signal,
+                first=stored is None,
+            )
+            log.info(
+                "Run waiting",
+                extra={
+                    "event": "run_waiting",
+                    "run_id": run.id,
+                    "flow": run.flow,
+                    "step": step.id,
+                    "until": until,
+                    "signal": signal,
+                },
+            )
+            raise _Stop(StepOutcome("waiting", next_attempt_at=until))
+        await self.store.record_success(
+            run_id=run.id,
+            step=step.id,
+            attempt=1,
+            input=None,
+            output=output,
+            started_at=started_at,
+        )
+        state.completed[step.id] = output
+        state.context["steps"][step.id] = output
+        log.info(
+            "Step succeeded",
+            extra={
+                "event": "step_succeeded",
+                "run_id": run.id,
+                "flow": run.flow,
+                "step": step.id,
+                "attempt": 1,
+            },
+        )
+        return output
+
+    def _wait_until(self, state: _Pass, step: Any, now: float) -> float | None:
+        if isinstance(step, models.WaitStep):
+            timeout = step.wait.timeout_seconds
+            return None if timeout is None else now + timeout
+        if step.sleep.seconds is not None:
+            return now + step.sleep.seconds
+        text = self._render(step, step.sleep.until, state.context)
+        try:
+            moment = datetime.datetime.fromisoformat(str(text))
+        except ValueError:
+            raise errors.StepInputError(
+                f"step {step.id!r}: sleep until {text!r} is not an ISO 8601 time"
+            ) from None
+        if moment.tzinfo is None:
+            raise errors.StepInputError(
+                f"step {step.id!r}: sleep until {text!r} has no UTC offset; give one, e.g. +01:00"
+            )
+        return moment.timestamp()
+
+    async def _wait_timed_out(
+        self, state: _Pass, step: Any, started_at: float
+    ) -> dict[str, Any]:
+        if step.wait.on_timeout == "continue":
+            return {"signal": step.wait.signal, "timed_out": True}
+        failure = errors.RunError(
+            f"step {step.id!r}: no signal {step.wait.signal!r} came within {step.wait.timeout_seconds:g} s"
+        )
+        raise await self._fail(
+            state, step, failure, attempt=1, step_input=None, started_at=started_at
+        )
 
     @staticmethod
     def _chosen_block(step: Any, output: Any) -> list[Any]:
@@ -412,7 +520,7 @@ class Engine:
                 failed_attempt=attempt,
                 retry_after_seconds=exc.retry_after_seconds,
             )
-            next_at = time.time() + delay
+            next_at = self.clock.now() + delay
             await self.store.record_retry(
                 run_id=run.id,
                 step=step.id,

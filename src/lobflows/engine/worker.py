@@ -95,6 +95,7 @@ class Worker:
         if free <= 0:
             return 0
         runs = await self.engine.store.claim_runs(
+            now=self.engine.clock.now(),
             owner=self.engine.owner,
             limit=min(free, 32),
             lease_seconds=self.engine.lease_seconds,

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-STEP_KINDS = ("map", "call", "if", "switch", "respond")
+STEP_KINDS = ("map", "call", "if", "switch", "respond", "sleep", "wait")
 TRIGGER_KINDS = ("webhook", "schedule", "manual")
 
 
@@ -259,6 +259,44 @@ class RespondStep(StepBase):
     respond: Response
 
 
+class Sleep(Model):
+    seconds: float | None = Field(default=None, ge=0, description="How long to sleep.")
+    until: str | None = Field(
+        default=None, description="Template giving an ISO 8601 time with offset."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Sleep:
+        if (self.seconds is None) == (self.until is None):
+            raise ValueError("expected exactly one of: seconds, until")
+        return self
+
+
+class SleepStep(StepBase):
+    """Pauses the run; it holds no worker while it sleeps, only a stored due time."""
+
+    sleep: Sleep
+
+
+class Wait(Model):
+    signal: str = Field(
+        pattern=NAME_PATTERN, description="Name of the signal to wait for."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Give up after this long."
+    )
+    on_timeout: Literal["fail", "continue"] = Field(
+        default="fail",
+        description="fail: dead letter; continue: go on with timed_out set in the output.",
+    )
+
+
+class WaitStep(StepBase):
+    """Waits for a named signal sent to the run (REST API or ``lobflows signal``)."""
+
+    wait: Wait
+
+
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         for kind in STEP_KINDS:
@@ -275,7 +313,9 @@ Step = Annotated[
     | Annotated[CallStep, Tag("call")]
     | Annotated[IfStep, Tag("if")]
     | Annotated[SwitchStep, Tag("switch")]
-    | Annotated[RespondStep, Tag("respond")],
+    | Annotated[RespondStep, Tag("respond")]
+    | Annotated[SleepStep, Tag("sleep")]
+    | Annotated[WaitStep, Tag("wait")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -289,6 +329,8 @@ _KIND_OF_CLASS: dict[type, str] = {
     IfStep: "if",
     SwitchStep: "switch",
     RespondStep: "respond",
+    SleepStep: "sleep",
+    WaitStep: "wait",
 }
 
 

@@ -150,6 +150,7 @@ class RunStore:
         dedupe_key: str | None = None,
         lease_owner: str | None = None,
         lease_seconds: float = 30.0,
+        due_at: float | None = None,
     ) -> tuple[RunRecord, bool]:
         """Store a new run; with a dedupe key already seen, return the original run.
 
@@ -166,7 +167,7 @@ class RunStore:
             "dedupe_key": dedupe_key,
             "input": input,
             "trigger_data": trigger_data,
-            "due_at": now,
+            "due_at": now if due_at is None else due_at,
             "lease_owner": lease_owner,
             "lease_expires_at": now + lease_seconds if lease_owner else None,
             "created_at": now,
@@ -195,15 +196,16 @@ class RunStore:
     # -- claiming work ---------------------------------------------------
 
     async def claim_runs(
-        self, *, owner: str, limit: int, lease_seconds: float
+        self, *, owner: str, limit: int, lease_seconds: float, now: float | None = None
     ) -> list[RunRecord]:
-        """Lease due queued runs, and running runs whose lease ran out."""
+        """Lease due queued or waiting runs, and running runs whose lease ran out."""
         r = tables.runs
 
         def write(conn: sa.Connection) -> list[RunRecord]:
-            now = time.time()
+            nonlocal now
+            now = time.time() if now is None else now
             due = sa.or_(
-                sa.and_(r.c.status == "queued", r.c.due_at <= now),
+                sa.and_(r.c.status.in_(("queued", "waiting")), r.c.due_at <= now),
                 sa.and_(r.c.status == "running", r.c.lease_expires_at < now),
             )
             candidates = sa.select(r.c.id).where(due).order_by(r.c.due_at).limit(limit)
@@ -233,15 +235,16 @@ class RunStore:
         return await self._write(write)
 
     async def claim_run(
-        self, run_id: str, *, owner: str, lease_seconds: float
+        self, run_id: str, *, owner: str, lease_seconds: float, now: float | None = None
     ) -> RunRecord | None:
         """Lease one run if it is due, already ours, or its lease ran out."""
         r = tables.runs
 
         def write(conn: sa.Connection) -> RunRecord | None:
-            now = time.time()
+            nonlocal now
+            now = time.time() if now is None else now
             claimable = sa.or_(
-                sa.and_(r.c.status == "queued", r.c.due_at <= now),
+                sa.and_(r.c.status.in_(("queued", "waiting")), r.c.due_at <= now),
                 sa.and_(
                     r.c.status == "running",
                     sa.or_(r.c.lease_owner == owner, r.c.lease_expires_at < now),
@@ -494,6 +497,113 @@ class RunStore:
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(query)]
 
+    # -- waiting -----------------------------------------------------------
+
+    async def record_wait(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        until: float,
+        signal: str | None = None,
+        first: bool,
+    ) -> None:
+        """Park a run at a sleep or wait step until `until` (or a signal, if named).
+
+        The run holds no worker while it waits: it is a row with a due time. A
+        signal that arrived before the wait is seen here and wakes it at once.
+        """
+        now = time.time()
+        row = self._attempt_row(
+            run_id=run_id,
+            step=step,
+            attempt=1,
+            status="waiting",
+            output={"until": until, "signal": signal},
+            started_at=now,
+            finished_at=now,
+        )
+
+        def write(conn: sa.Connection) -> None:
+            _lock_run(conn, self.is_sqlite, run_id)
+            pending = (
+                signal is not None
+                and _untaken_signal(conn, run_id, signal, step) is not None
+            )
+            if first:
+                conn.execute(_INSERT_ATTEMPT, row)
+            _update_run(
+                conn,
+                run_id,
+                {
+                    "status": "queued" if pending else "waiting",
+                    "current_step": step,
+                    "due_at": now if pending else until,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                },
+            )
+
+        await self._write(write)
+
+    async def waiting_record(self, run_id: str, step: str) -> dict[str, Any] | None:
+        """What a sleep or wait step stored when it began waiting: until and signal."""
+        a = tables.step_attempts
+        query = (
+            sa.select(a.c.output)
+            .where(a.c.run_id == run_id, a.c.step == step, a.c.status == "waiting")
+            .order_by(a.c.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def take_signal(
+        self, *, run_id: str, name: str, step: str
+    ) -> dict[str, Any] | None:
+        """The oldest signal of that name not taken by another step; it becomes this step's."""
+        s = tables.signals
+
+        def write(conn: sa.Connection) -> dict[str, Any] | None:
+            row = _untaken_signal(conn, run_id, name, step)
+            if row is None:
+                return None
+            conn.execute(s.update().where(s.c.id == row.id).values(taken_by_step=step))
+            return {
+                "signal": name,
+                "payload": row.payload,
+                "received_at": row.received_at,
+            }
+
+        return await self._write(write)
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord:
+        """Deliver a signal to a run; a run waiting for signals wakes now."""
+        run = await self.get_run(run_id)
+        if run.is_terminal:
+            raise errors.StoreError(
+                f"run {run_id} is {run.status}; it takes no signals"
+            )
+        r = tables.runs
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            _lock_run(conn, self.is_sqlite, run_id)
+            conn.execute(
+                tables.signals.insert().values(
+                    run_id=run_id, name=name, payload=payload, received_at=now
+                )
+            )
+            conn.execute(
+                r.update()
+                .where(r.c.id == run_id, r.c.status == "waiting")
+                .values(due_at=now, updated_at=now)
+            )
+
+        await self._write(write)
+        return run
+
     # -- schedules -------------------------------------------------------
 
     async def schedule_last_fire(self, flow: str) -> float | None:
@@ -700,7 +810,12 @@ class RunStore:
         def write(conn: sa.Connection) -> int:
             ids = list(conn.execute(victims).scalars())
             # Children first, whether or not the database enforces cascades.
-            for child in (tables.step_attempts, tables.timers, tables.dead_letters):
+            for child in (
+                tables.step_attempts,
+                tables.timers,
+                tables.dead_letters,
+                tables.signals,
+            ):
                 conn.execute(child.delete().where(child.c.run_id.in_(ids)))
             conn.execute(r.delete().where(r.c.id.in_(ids)))
             return len(ids)
@@ -727,6 +842,32 @@ class RunStore:
 _INSERT_RUN = tables.runs.insert()
 _INSERT_ATTEMPT = tables.step_attempts.insert()
 _UPDATE_RUN = tables.runs.update().where(tables.runs.c.id == sa.bindparam("run_key"))
+
+
+def _lock_run(conn: sa.Connection, is_sqlite: bool, run_id: str) -> None:
+    # Waits and signals for one run take turns; SQLite's write lock already
+    # makes them, PostgreSQL needs the row lock.
+    if not is_sqlite:
+        conn.execute(
+            sa.select(tables.runs.c.id)
+            .where(tables.runs.c.id == run_id)
+            .with_for_update()
+        )
+
+
+def _untaken_signal(conn: sa.Connection, run_id: str, name: str, step: str) -> Any:
+    s = tables.signals
+    query = (
+        sa.select(s.c.id, s.c.payload, s.c.received_at)
+        .where(
+            s.c.run_id == run_id,
+            s.c.name == name,
+            sa.or_(s.c.taken_by_step.is_(None), s.c.taken_by_step == step),
+        )
+        .order_by(s.c.id)
+        .limit(1)
+    )
+    return conn.execute(query).first()
 
 
 def _update_run(conn: sa.Connection, run_id: str, values: dict[str, Any]) -> None:

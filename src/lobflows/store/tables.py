@@ -133,3 +133,21 @@ schedules = sa.Table(
     sa.Column("last_fire_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+signals = sa.Table(
+    "signals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("payload", Json),
+    sa.Column("received_at", Time, nullable=False),
+    # The wait step that took it; set once, so a retaken signal stays its own.
+    sa.Column("taken_by_step", sa.String(200)),
+    sa.Index("ix_signals_run_id_name", "run_id", "name", "id"),
+)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
@@ -13,6 +15,7 @@ from starlette.routing import Mount, Route
 from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
+from lobflows.spec import models
 from lobflows.triggers.webhook import WebhookRoutes
 
 
@@ -76,6 +79,28 @@ def create_api(runtime: Runtime) -> FastAPI:
                 ],
             }
         )
+
+    @app.post("/runs/{run_id}/signals/{name}", status_code=202)
+    async def send_signal(run_id: str, name: str, request: Request) -> dict[str, Any]:
+        """Send a named signal, with an optional JSON body, to a run."""
+        _authorize(runtime, request)
+        if not re.fullmatch(models.NAME_PATTERN, name):
+            raise HTTPException(
+                400, f"signal name {name!r} must be lower case letters, digits, - and _"
+            )
+        raw = await request.body()
+        try:
+            payload = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+        try:
+            run = await runtime.store.find_run(run_id)
+            await runtime.store.send_signal(run.id, name, payload)
+        except errors.RunNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except errors.StoreError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"run_id": run.id, "signal": name}
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
