@@ -6,12 +6,10 @@ see `create_slack_app`.
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import json
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,10 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lobflows.testing.servers import (
-    DisconnectAfterHeaders,
-    hide_simulated_disconnects,
-)
+from lobflows.testing.faults import Fault, FaultQueue, apply_faults, fault_routes, under
+from lobflows.testing.servers import hide_simulated_disconnects
 
 __all__ = ["SlackFault", "SlackMessage", "SlackState", "create_slack_app"]
 
@@ -38,7 +34,6 @@ _DEFAULT_ERRORS: dict[int, str] = {
     500: "rollup_error",
     503: "service_unavailable",
 }
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*")
 
 
 def _text(body: str, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -65,50 +60,17 @@ class SlackMessage:
         }
 
 
-@dataclass
-class SlackFault:
-    """A queued forced answer, or a post-processing disconnect when `after`."""
+# Kept for callers that import the Slack-specific name.
+SlackFault = Fault
 
-    remaining: int = 1
-    status: int | None = None
-    body: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    match: str | None = None
-    delay: float = 0.0
-    after: bool = False
 
-    def matches(self, method: str, path: str) -> bool:
-        """Tell whether this fault applies to a request."""
-        if not self.match:
-            return path.startswith("/services/")
-        first, _, rest = self.match.strip().partition(" ")
-        wanted_method, pattern = "*", self.match.strip()
-        if first.upper() in _METHODS and rest.strip():
-            wanted_method, pattern = first.upper(), rest.strip()
-        if wanted_method not in ("*", method.upper()):
-            return False
-        return fnmatch.fnmatchcase(path, pattern)
-
-    def describe(self) -> dict[str, Any]:
-        """Return a JSON-ready summary."""
-        return {
-            "kind": "drop" if self.after else "fault",
-            "remaining": self.remaining,
-            "status": self.status,
-            "match": self.match,
-            "delay": self.delay,
-        }
-
-    def response(self) -> Response:
-        """Build the forced plain-text answer."""
-        assert self.status is not None
-        headers = dict(self.headers)
-        if self.status == 429:
-            headers.setdefault("Retry-After", "1")
-        body = self.body
-        if body is None:
-            body = _DEFAULT_ERRORS.get(self.status, "error")
-        return _text(body, self.status, headers)
+def _forced(fault: Fault) -> Response:
+    """Build a forced plain-text answer."""
+    assert fault.status is not None
+    body = fault.body
+    if body is None:
+        body = _DEFAULT_ERRORS.get(fault.status, "error")
+    return _text(body, fault.status, fault.response_headers())
 
 
 class SlackState:
@@ -119,7 +81,7 @@ class SlackState:
         self.lock = threading.RLock()
         self.messages: list[SlackMessage] = []
         self.request_counts: Counter[str] = Counter()
-        self.faults: list[SlackFault] = []
+        self.faults = FaultQueue(under("/services"), text_body=True, drop_status=False)
 
     def reset(self) -> None:
         """Forget messages, counters and faults."""
@@ -137,30 +99,19 @@ class SlackState:
         headers: dict[str, str] | None = None,
         match: str | None = None,
         delay: float = 0.0,
-    ) -> SlackFault:
+    ) -> Fault:
         """Answer the next `count` matching posts with `status` and a text body."""
-        fault = SlackFault(count, status, body, dict(headers or {}), match, delay)
-        with self.lock:
-            self.faults.append(fault)
-        return fault
+        return self.faults.add(
+            status, count=count, body=body, headers=headers, match=match, delay=delay
+        )
 
-    def add_drop(self, *, count: int = 1, match: str | None = None) -> SlackFault:
+    def add_drop(self, *, count: int = 1, match: str | None = None) -> Fault:
         """Record the next `count` matching posts, then cut the connection."""
-        fault = SlackFault(count, match=match, after=True)
-        with self.lock:
-            self.faults.append(fault)
-        return fault
+        return self.faults.add_drop(count=count, match=match)
 
-    def take_fault(self, method: str, path: str, *, after: bool) -> SlackFault | None:
+    def take_fault(self, method: str, path: str, *, after: bool) -> Fault | None:
         """Consume one use of the first pending fault matching a request."""
-        with self.lock:
-            for fault in self.faults:
-                if fault.after == after and fault.matches(method, path):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
+        return self.faults.take(method, path, after=after)
 
     def record(self, path: str, payload: dict[str, Any]) -> SlackMessage:
         """Store one accepted message."""
@@ -175,7 +126,7 @@ class SlackState:
             return {
                 "requests": dict(self.request_counts),
                 "messages": len(self.messages),
-                "faults": [f.describe() for f in self.faults],
+                "faults": self.faults.describe(),
             }
 
 
@@ -214,20 +165,11 @@ class _Webhooks:
 
     async def handle(self, request: Request) -> Response:
         """Count, apply faults, then accept or refuse one post."""
-        method, path = request.method, request.url.path
         with self.state.lock:
-            self.state.request_counts[f"{method} {path}"] += 1
-        fault = self.state.take_fault(method, path, after=False)
-        if fault is not None:
-            await asyncio.sleep(fault.delay)
-            if fault.status is not None:
-                return fault.response()
-        drop = self.state.take_fault(method, path, after=True)
-        response = await self._accept(request)
-        if drop is None:
-            return response
-        await asyncio.sleep(drop.delay)
-        return DisconnectAfterHeaders(response)
+            self.state.request_counts[f"{request.method} {request.url.path}"] += 1
+        return await apply_faults(
+            self.state.faults, request, lambda: self._accept(request), _forced
+        )
 
     async def _accept(self, request: Request) -> Response:
         secret = request.path_params["path"].strip("/")
@@ -245,21 +187,6 @@ class _Webhooks:
 
 
 def _control_routes(state: SlackState) -> list[Route]:
-    async def add_fault(request: Request) -> Response:
-        return await _queue(request, after=False)
-
-    async def add_drop(request: Request) -> Response:
-        return await _queue(request, after=True)
-
-    async def _queue(request: Request, *, after: bool) -> Response:
-        try:
-            fault = _fault_from_json(json.loads(await request.body() or b"{}"), after)
-        except (ValueError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        with state.lock:
-            state.faults.append(fault)
-        return JSONResponse(fault.describe())
-
     async def messages(request: Request) -> Response:
         with state.lock:
             listed = [m.to_json() for m in state.messages]
@@ -273,38 +200,11 @@ def _control_routes(state: SlackState) -> list[Route]:
         return JSONResponse({"ok": True})
 
     return [
-        Route("/__standin__/faults", add_fault, methods=["POST"]),
-        Route("/__standin__/drop", add_drop, methods=["POST"]),
+        *fault_routes(state.faults),
         Route("/__standin__/messages", messages, methods=["GET"]),
         Route("/__standin__/stats", stats, methods=["GET"]),
         Route("/__standin__/reset", reset, methods=["POST"]),
     ]
-
-
-def _fault_from_json(payload: Any, after: bool) -> SlackFault:
-    if not isinstance(payload, dict):
-        raise ValueError("expected a JSON object")
-    status = payload.get("status")
-    if status is None and not after and not payload.get("delay"):
-        raise ValueError("give a status, a delay, or both")
-    body = payload.get("body")
-    if body is not None and not isinstance(body, str):
-        raise ValueError("body must be plain text")
-    headers = payload.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise ValueError("headers must be an object")
-    count = int(payload.get("count", 1))
-    if count < 1:
-        raise ValueError("count must be at least 1")
-    return SlackFault(
-        remaining=count,
-        status=None if status is None or after else int(status),
-        body=body,
-        headers={str(k): str(v) for k, v in headers.items()},
-        match=payload.get("match"),
-        delay=float(payload.get("delay", 0.0)),
-        after=after,
-    )
 
 
 def create_slack_app(*, webhook_path_secret: str = "T000/B000/XXXX") -> Starlette:
