@@ -13,14 +13,63 @@ import time
 import sqlalchemy as sa
 
 from lobflows.store import tables
-from lobflows.store.runs import RunStore
+from lobflows.store.base import StoreBase
 
 log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 30.0
 SECONDS_PER_DAY = 86_400.0
 
 
-async def retention_days_by_flow(store: RunStore) -> dict[str, float]:
+class RetentionOps(StoreBase):
+    """Deleting finished runs and giving the space back."""
+
+    async def prune_batch(
+        self, *, flow: str, older_than: float, batch_size: int
+    ) -> int:
+        """Delete one batch of finished runs of a flow; open dead letters are kept."""
+        r, d = tables.runs, tables.dead_letters
+        open_letters = sa.select(d.c.run_id).where(d.c.status == "open")
+        victims = (
+            sa.select(r.c.id)
+            .where(
+                r.c.flow == flow,
+                r.c.finished_at < older_than,
+                r.c.id.not_in(open_letters),
+            )
+            .limit(batch_size)
+        )
+
+        def write(conn: sa.Connection) -> int:
+            ids = list(conn.execute(victims).scalars())
+            # Children first, whether or not the database enforces cascades.
+            for child in (
+                tables.step_attempts,
+                tables.timers,
+                tables.dead_letters,
+                tables.signals,
+            ):
+                conn.execute(child.delete().where(child.c.run_id.in_(ids)))
+            conn.execute(r.delete().where(r.c.id.in_(ids)))
+            return len(ids)
+
+        return await self._write(write)
+
+    async def release_free_pages(self, *, pages: int = 2000) -> None:
+        """Give deleted space back to the file system (SQLite), a few pages at a time."""
+        if self.is_sqlite:
+            statement = f"PRAGMA incremental_vacuum({int(pages)})"
+            await self._write(lambda conn: conn.exec_driver_sql(statement))
+
+    async def free_pages(self) -> int:
+        if not self.is_sqlite:
+            return 0
+        async with self.engine.connect() as conn:
+            return int(
+                (await conn.exec_driver_sql("PRAGMA freelist_count")).scalar_one()
+            )
+
+
+async def retention_days_by_flow(store: RetentionOps) -> dict[str, float]:
     """Each flow's retention, from its newest stored version."""
     t = tables.flow_versions
     newest = (
@@ -40,7 +89,7 @@ async def retention_days_by_flow(store: RunStore) -> dict[str, float]:
 
 
 async def prune(
-    store: RunStore, *, batch_size: int = 500, now: float | None = None
+    store: RetentionOps, *, batch_size: int = 500, now: float | None = None
 ) -> int:
     """Delete every finished run past retention; return how many were deleted."""
     now = time.time() if now is None else now

@@ -1,0 +1,105 @@
+"""The dead letter queue: runs parked for a person, replayed or discarded once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from lobflows import errors
+from lobflows.store import tables
+from lobflows.store.base import StoreBase
+from lobflows.store.records import DeadLetter
+
+
+class DeadLetterOps(StoreBase):
+    """Listing, replaying and discarding dead letters."""
+
+    async def dead_letters(
+        self, *, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        d = tables.dead_letters
+        query = sa.select(d).order_by(d.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(d.c.status == status)
+        async with self.engine.connect() as conn:
+            return [DeadLetter(**row._mapping) for row in await conn.execute(query)]
+
+    async def dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        d = tables.dead_letters
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(d).where(d.c.id == dead_letter_id))
+            ).first()
+        if row is None:
+            raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
+        return DeadLetter(**row._mapping)
+
+    async def replay_dead_letter(
+        self,
+        dead_letter_id: int,
+        *,
+        corrected_input: Any = None,
+        corrected_run_input: Any = None,
+    ) -> str:
+        """Queue the run again from its failed step.
+
+        `corrected_input` replaces the failed step's input; `corrected_run_input`
+        replaces the run's input (the trigger payload) that every step reads.
+        Only an open dead letter can be replayed, once.
+        """
+        letter = await self.dead_letter(dead_letter_id)
+        run = await self.get_run(letter.run_id)
+        overrides = dict(run.overrides or {})
+        if corrected_input is not None:
+            overrides[letter.step] = corrected_input
+        run_values: dict[str, Any] = {}
+        if corrected_run_input is not None:
+            run_values["input"] = corrected_run_input
+        d = tables.dead_letters
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            claimed = conn.execute(
+                d.update()
+                .where(d.c.id == dead_letter_id, d.c.status == "open")
+                .values(status="replayed", resolved_at=now)
+            )
+            if claimed.rowcount != 1:
+                raise errors.StoreError(
+                    f"dead letter {dead_letter_id} is {letter.status}, not open"
+                )
+            conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == letter.run_id)
+                .values(
+                    status="queued",
+                    error=None,
+                    overrides=overrides or None,
+                    current_attempts=0,
+                    due_at=now,
+                    finished_at=None,
+                    updated_at=now,
+                    **run_values,
+                )
+            )
+
+        await self._write(write)
+        return letter.run_id
+
+    async def discard_dead_letter(self, dead_letter_id: int) -> None:
+        letter = await self.dead_letter(dead_letter_id)
+        d = tables.dead_letters
+        statement = d.update().where(d.c.id == dead_letter_id, d.c.status == "open")
+        discarded = await self._write(
+            lambda conn: (
+                conn.execute(
+                    statement.values(status="discarded", resolved_at=time.time())
+                ).rowcount
+            )
+        )
+        if discarded != 1:
+            raise errors.StoreError(
+                f"dead letter {dead_letter_id} is {letter.status}, not open"
+            )

@@ -1,0 +1,137 @@
+"""Runs that wait: sleep and wait steps park a run as a row; signals wake it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from lobflows import errors
+from lobflows.store import tables
+from lobflows.store.base import INSERT_ATTEMPT, StoreBase, lock_run, update_run
+from lobflows.store.records import RunRecord
+
+
+class SignalOps(StoreBase):
+    """Waiting runs and the signals sent to them."""
+
+    async def record_wait(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        until: float,
+        signal: str | None = None,
+        first: bool,
+    ) -> None:
+        """Park a run at a sleep or wait step until `until` (or a signal, if named).
+
+        The run holds no worker while it waits: it is a row with a due time. A
+        signal that arrived before the wait is seen here and wakes it at once.
+        """
+        now = time.time()
+        row = self._attempt_row(
+            run_id=run_id,
+            step=step,
+            attempt=1,
+            status="waiting",
+            output={"until": until, "signal": signal},
+            started_at=now,
+            finished_at=now,
+        )
+
+        def write(conn: sa.Connection) -> None:
+            lock_run(conn, self.is_sqlite, run_id)
+            pending = (
+                signal is not None
+                and _untaken_signal(conn, run_id, signal, step) is not None
+            )
+            if first:
+                conn.execute(INSERT_ATTEMPT, row)
+            update_run(
+                conn,
+                run_id,
+                {
+                    "status": "queued" if pending else "waiting",
+                    "current_step": step,
+                    "due_at": now if pending else until,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                },
+            )
+
+        await self._write(write)
+
+    async def waiting_record(self, run_id: str, step: str) -> dict[str, Any] | None:
+        """What a sleep or wait step stored when it began waiting: until and signal."""
+        a = tables.step_attempts
+        query = (
+            sa.select(a.c.output)
+            .where(a.c.run_id == run_id, a.c.step == step, a.c.status == "waiting")
+            .order_by(a.c.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def take_signal(
+        self, *, run_id: str, name: str, step: str
+    ) -> dict[str, Any] | None:
+        """The oldest signal of that name not taken by another step; it becomes this step's."""
+        s = tables.signals
+
+        def write(conn: sa.Connection) -> dict[str, Any] | None:
+            row = _untaken_signal(conn, run_id, name, step)
+            if row is None:
+                return None
+            conn.execute(s.update().where(s.c.id == row.id).values(taken_by_step=step))
+            return {
+                "signal": name,
+                "payload": row.payload,
+                "received_at": row.received_at,
+            }
+
+        return await self._write(write)
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord:
+        """Deliver a signal to a run; a run waiting for signals wakes now."""
+        run = await self.get_run(run_id)
+        if run.is_terminal:
+            raise errors.StoreError(
+                f"run {run_id} is {run.status}; it takes no signals"
+            )
+        r = tables.runs
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            lock_run(conn, self.is_sqlite, run_id)
+            conn.execute(
+                tables.signals.insert().values(
+                    run_id=run_id, name=name, payload=payload, received_at=now
+                )
+            )
+            conn.execute(
+                r.update()
+                .where(r.c.id == run_id, r.c.status == "waiting")
+                .values(due_at=now, updated_at=now)
+            )
+
+        await self._write(write)
+        return run
+
+
+def _untaken_signal(conn: sa.Connection, run_id: str, name: str, step: str) -> Any:
+    s = tables.signals
+    query = (
+        sa.select(s.c.id, s.c.payload, s.c.received_at)
+        .where(
+            s.c.run_id == run_id,
+            s.c.name == name,
+            sa.or_(s.c.taken_by_step.is_(None), s.c.taken_by_step == step),
+        )
+        .order_by(s.c.id)
+        .limit(1)
+    )
+    return conn.execute(query).first()
