@@ -81,6 +81,7 @@ class LogFormat(enum.StrEnum):
 class RunStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
+    waiting = "waiting"
     succeeded = "succeeded"
     failed = "failed"
 
@@ -459,10 +460,10 @@ def runs_show(
 
     async def load(store: Any) -> Any:
         run = await store.find_run(run_id)
-        return run, await store.attempts(run.id)
+        return run, await store.attempts(run.id), await store.children(run.id)
 
-    run, attempts = run_async(_with_store(load))
-    views.print_run(console, run, attempts, with_data=data)
+    run, attempts, children = run_async(_with_store(load))
+    views.print_run(console, run, attempts, with_data=data, children=tuple(children))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from lobflows.secrets import redactor
 from lobflows.store import Attempt, DeadLetter, RunRecord
 
 STATUS_STYLE = {
+    "waiting": "magenta",
     "succeeded": "green",
     "failed": "red",
     "dead": "red",
@@ -87,7 +88,12 @@ def runs_table(runs: list[RunRecord]) -> Table:
 
 
 def print_run(
-    console: Console, run: RunRecord, attempts: list[Attempt], *, with_data: bool
+    console: Console,
+    run: RunRecord,
+    attempts: list[Attempt],
+    *,
+    with_data: bool,
+    children: tuple[RunRecord, ...] = (),
 ) -> None:
     console.print(
         f"[bold]Run {run.id}[/]  flow [bold]{run.flow}[/]  {status(run.status)}",
@@ -97,6 +103,15 @@ def print_run(
         f"trigger {run.trigger}  started {when(run.created_at)} UTC  duration {duration(run.created_at, run.finished_at)}",
         highlight=False,
     )
+    if run.parent_run_id:
+        console.print(f"started by run {run.parent_run_id} (subflow)", highlight=False)
+    for child in children:
+        console.print(
+            f"subflow run {child.id}  flow {child.flow}  {status(child.status)}",
+            highlight=False,
+        )
+    if run.status == "waiting" and run.current_step:
+        console.print(f"waiting at {run.current_step}", highlight=False)
     if run.status == "queued" and run.current_step:
         console.print(
             f"next attempt of {run.current_step} at {when(run.due_at)} UTC",

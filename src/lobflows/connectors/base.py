@@ -18,7 +18,7 @@ import pydantic
 
 from lobflows import errors
 from lobflows.secrets import SecretStore
-from lobflows.spec.loader import Project, step_locations
+from lobflows.spec.loader import Project, step_locations, subflow_problems
 
 ENTRY_POINT_GROUP = "lobflows.connectors"
 
@@ -119,6 +119,7 @@ def build_connections(
 def check_project(project: Project, *, source: str) -> list[errors.Problem]:
     """Problems a project would meet at run time: bad connection settings, unknown connections or actions."""
     validated, problems = _validate_settings(project.connections, source)
+    problems.extend(subflow_problems(project))
     classes = connector_classes()
     for flow in project.flows.values():
         for location, step in step_locations(flow.document):

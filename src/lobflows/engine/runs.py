@@ -79,7 +79,9 @@ class Engine:
         self._versions: dict[str, int] = {}
         self._flows_by_version: dict[int, models.Flow] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
-        self.on_retry_scheduled: list[Any] = []
+        # Called with a time at which some run becomes due (a retry, a child
+        # run, a woken parent), so a local worker looks then instead of polling.
+        self.on_due: list[Any] = []
         # Set when the process is shutting down: no step starts after that.
         self.is_stopping = False
 
@@ -114,6 +116,7 @@ class Engine:
         trigger_data: Any = None,
         dedupe_key: str | None = None,
         claim: bool = False,
+        parent_run_id: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Store a new run (durably, before returning); a seen dedupe key gives the original run."""
         self.flow(flow)
@@ -127,6 +130,7 @@ class Engine:
             lease_owner=self.owner if claim else None,
             lease_seconds=self.lease_seconds,
             due_at=self.clock.now(),
+            parent_run_id=parent_run_id,
         )
         if created:
             log.info(
@@ -194,9 +198,11 @@ class Engine:
         except _Stop as stop:
             if stop.outcome.status == "failed":
                 self._answer(run.id, None)
+                await self._wake_parent(run)
             return stop.outcome
         await self.store.finish_run(run.id, wait=False)
         self._answer(run.id, None)
+        await self._wake_parent(run)
         log.info(
             "Run succeeded",
             extra={
@@ -207,6 +213,12 @@ class Engine:
             },
         )
         return StepOutcome("succeeded")
+
+    async def _wake_parent(self, run: RunRecord) -> None:
+        if run.parent_run_id is not None:
+            await self.store.wake(run.parent_run_id)
+            for callback in self.on_due:
+                callback(self.clock.now())
 
     async def _flow_of(self, run: RunRecord) -> models.Flow:
         # A run keeps the flow version it started with, even after a redeploy.
@@ -228,7 +240,9 @@ class Engine:
                 # Between steps is the one safe place to let go of a run: the
                 # journal says exactly where the next worker resumes.
                 raise _Stop(StepOutcome("released"))
-            if isinstance(step, models.SleepStep | models.WaitStep):
+            if isinstance(step, models.SubflowStep):
+                output = await self._run_subflow_step(state, step)
+            elif isinstance(step, models.SleepStep | models.WaitStep):
                 output = await self._run_waiting_step(state, step)
             else:
                 output = await self._run_step(state, step)
@@ -284,6 +298,83 @@ class Engine:
             step=step.id,
             attempt=1,
             input=None,
+            output=output,
+            started_at=started_at,
+        )
+        state.completed[step.id] = output
+        state.context["steps"][step.id] = output
+        log.info(
+            "Step succeeded",
+            extra={
+                "event": "step_succeeded",
+                "run_id": run.id,
+                "flow": run.flow,
+                "step": step.id,
+                "attempt": 1,
+            },
+        )
+        return output
+
+    async def _run_subflow_step(self, state: _Pass, step: models.SubflowStep) -> Any:
+        """Start the child run once, park until it ends, then take its result."""
+        run = state.run
+        key = f"subflow:{run.id}:{step.id}"
+        child = await self.store.run_by_dedupe_key(step.subflow.flow, key)
+        started_at = time.time()
+        if child is None:
+            try:
+                child_input = self._render(step, step.subflow.input, state.context)
+                self.flow(step.subflow.flow)
+            except errors.LobflowsError as exc:
+                raise await self._fail(
+                    state, step, exc, attempt=1, step_input=None, started_at=started_at
+                ) from None
+            child, _ = await self.start_run(
+                step.subflow.flow,
+                input=child_input,
+                trigger="subflow",
+                dedupe_key=key,
+                parent_run_id=run.id,
+            )
+            for callback in self.on_due:
+                callback(self.clock.now())
+        if not child.is_terminal:
+            await self.store.record_wait(
+                run_id=run.id,
+                step=step.id,
+                until=FAR_FUTURE,
+                first=run.current_step != step.id,
+            )
+            log.info(
+                "Run waiting for its subflow",
+                extra={
+                    "event": "run_waiting",
+                    "run_id": run.id,
+                    "flow": run.flow,
+                    "step": step.id,
+                    "child_run": child.id,
+                },
+            )
+            raise _Stop(StepOutcome("waiting"))
+        if child.status == "failed":
+            failure = errors.RunError(
+                f"step {step.id!r}: subflow {step.subflow.flow!r} run {child.id} failed: {child.error}"
+            )
+            raise await self._fail(
+                state,
+                step,
+                failure,
+                attempt=1,
+                step_input={"run_id": child.id},
+                started_at=started_at,
+            )
+        result = (child.response or {}).get("body")
+        output = {"run_id": child.id, "result": result}
+        await self.store.record_success(
+            run_id=run.id,
+            step=step.id,
+            attempt=1,
+            input={"run_id": child.id},
             output=output,
             started_at=started_at,
         )
@@ -539,7 +630,7 @@ class Engine:
                     "error": message,
                 },
             )
-            for callback in self.on_retry_scheduled:
+            for callback in self.on_due:
                 callback(next_at)
             return _Stop(StepOutcome("queued", next_attempt_at=next_at))
         letter = await self.store.record_dead_letter(

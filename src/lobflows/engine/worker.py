@@ -43,7 +43,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        engine.on_retry_scheduled.append(self._wake_at)
+        engine.on_due.append(self._wake_at)
 
     def submit(self, run: RunRecord, *, fresh: bool = False) -> None:
         """Execute a run this worker has already claimed (`fresh`: created just now)."""

@@ -175,7 +175,7 @@ def _template_problems(
                     path,
                     problems,
                 )
-        for key in ("map", "with", "respond"):
+        for key in ("map", "with", "respond", "subflow", "sleep"):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(
                     templates.compile_template, text, where, lines, path, problems
@@ -292,6 +292,27 @@ def load_project(folder: Path) -> Project:
     if not flows:
         raise errors.ConfigurationError(f"no flow files (*.yaml) found in {folder}")
     return Project(flows=flows, connections=load_connections(folder / CONNECTIONS_FILE))
+
+
+def subflow_problems(project: Project) -> list[errors.Problem]:
+    """Subflow steps that name a flow the project does not have."""
+    problems = []
+    for flow in project.flows.values():
+        for location, step in step_locations(flow.document):
+            target = step.get("subflow")
+            name = target.get("flow") if isinstance(target, dict) else None
+            if isinstance(name, str) and name not in project.flows:
+                known = ", ".join(sorted(project.flows))
+                where = (*location, "subflow", "flow")
+                problems.append(
+                    errors.Problem(
+                        path=flow.path,
+                        line=_nearest_line(where, flow.lines),
+                        field=_dotted(where),
+                        message=f"no flow named {name!r} beside this one; flows here: {known}",
+                    )
+                )
+    return problems
 
 
 def load_connections(path: Path) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-STEP_KINDS = ("map", "call", "if", "switch", "respond", "sleep", "wait")
+STEP_KINDS = ("map", "call", "if", "switch", "respond", "sleep", "wait", "subflow")
 TRIGGER_KINDS = ("webhook", "schedule", "manual")
 
 
@@ -297,6 +297,17 @@ class WaitStep(StepBase):
     wait: Wait
 
 
+class Subflow(Model):
+    flow: str = Field(pattern=NAME_PATTERN, description="The flow to run.")
+    input: Any = Field(default=None, description="Its input; templates are rendered.")
+
+
+class SubflowStep(StepBase):
+    """Runs another flow and waits for its result (its respond body)."""
+
+    subflow: Subflow
+
+
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         for kind in STEP_KINDS:
@@ -315,7 +326,8 @@ Step = Annotated[
     | Annotated[SwitchStep, Tag("switch")]
     | Annotated[RespondStep, Tag("respond")]
     | Annotated[SleepStep, Tag("sleep")]
-    | Annotated[WaitStep, Tag("wait")],
+    | Annotated[WaitStep, Tag("wait")]
+    | Annotated[SubflowStep, Tag("subflow")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -331,6 +343,7 @@ _KIND_OF_CLASS: dict[type, str] = {
     RespondStep: "respond",
     SleepStep: "sleep",
     WaitStep: "wait",
+    SubflowStep: "subflow",
 }
 
 

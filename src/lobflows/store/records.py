@@ -36,6 +36,7 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     dedupe_key: str | None
+    parent_run_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -91,6 +91,7 @@ class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
         lease_owner: str | None = None,
         lease_seconds: float = 30.0,
         due_at: float | None = None,
+        parent_run_id: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Store a new run; with a dedupe key already seen, return the original run.
 
@@ -108,6 +109,7 @@ class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
             "input": input,
             "trigger_data": trigger_data,
             "due_at": now if due_at is None else due_at,
+            "parent_run_id": parent_run_id,
             "lease_owner": lease_owner,
             "lease_expires_at": now + lease_seconds if lease_owner else None,
             "created_at": now,
@@ -124,6 +126,18 @@ class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
             return await self.get_run(existing), False
         record = {name: values.get(name) for name in RunRecord.__dataclass_fields__}
         return RunRecord(**{**record, "current_attempts": 0}), True
+
+    async def run_by_dedupe_key(self, flow: str, dedupe_key: str) -> RunRecord | None:
+        """The run a trigger with this dedupe key started, if any."""
+        run_id = await self._run_by_dedupe_key(flow, dedupe_key)
+        return None if run_id is None else await self.get_run(run_id)
+
+    async def children(self, run_id: str) -> list[RunRecord]:
+        """Runs started by a run's subflow steps, oldest first."""
+        r = tables.runs
+        query = sa.select(r).where(r.c.parent_run_id == run_id).order_by(r.c.created_at)
+        async with self.engine.connect() as conn:
+            return [records.run_record(row) for row in await conn.execute(query)]
 
     async def _run_by_dedupe_key(self, flow: str, dedupe_key: str) -> str | None:
         r = tables.runs

@@ -23,12 +23,14 @@ class SignalOps(StoreBase):
         step: str,
         until: float,
         signal: str | None = None,
+        child: tuple[str, str] | None = None,
         first: bool,
     ) -> None:
-        """Park a run at a sleep or wait step until `until` (or a signal, if named).
+        """Park a run at a waiting step until `until`, a named signal or a child run's end.
 
         The run holds no worker while it waits: it is a row with a due time. A
-        signal that arrived before the wait is seen here and wakes it at once.
+        signal that arrived, or a child run (flow, dedupe key) that ended,
+        before the wait is seen here and wakes it at once.
         """
         now = time.time()
         row = self._attempt_row(
@@ -46,7 +48,7 @@ class SignalOps(StoreBase):
             pending = (
                 signal is not None
                 and _untaken_signal(conn, run_id, signal, step) is not None
-            )
+            ) or (child is not None and _child_ended(conn, *child))
             if first:
                 conn.execute(INSERT_ATTEMPT, row)
             update_run(
@@ -95,6 +97,18 @@ class SignalOps(StoreBase):
 
         return await self._write(write)
 
+    async def wake(self, run_id: str) -> None:
+        """Make a waiting run due now, so it looks again at what it waits for."""
+        r = tables.runs
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            lock_run(conn, self.is_sqlite, run_id)
+            statement = r.update().where(r.c.id == run_id, r.c.status == "waiting")
+            conn.execute(statement.values(due_at=now, updated_at=now))
+
+        await self._write(write)
+
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord:
         """Deliver a signal to a run; a run waiting for signals wakes now."""
         run = await self.get_run(run_id)
@@ -135,3 +149,13 @@ def _untaken_signal(conn: sa.Connection, run_id: str, name: str, step: str) -> A
         .limit(1)
     )
     return conn.execute(query).first()
+
+
+def _child_ended(conn: sa.Connection, flow: str, dedupe_key: str) -> bool:
+    r = tables.runs
+    query = sa.select(r.c.id).where(
+        r.c.flow == flow,
+        r.c.dedupe_key == dedupe_key,
+        r.c.status.in_(("succeeded", "failed")),
+    )
+    return conn.execute(query).first() is not None

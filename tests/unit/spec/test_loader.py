@@ -189,3 +189,16 @@ def test_flow_files_skips_connections_secrets_hidden_and_nested_files(tmp_path: 
     (tmp_path / "nested" / "c.yaml").write_text("x")
 
     assert [p.name for p in loader.flow_files([tmp_path])] == ["a.yaml", "b.yml"]
+
+
+def test_subflow_problems_name_a_missing_flow():
+    parent = loader.load_flow_text(
+        flow_text("  - subflow: {flow: nowhere, input: {}}\n"), "parent.yaml"
+    )
+
+    [problem] = loader.subflow_problems(loader.Project(flows={"demo": parent}))
+
+    assert problem.field == "steps[0].subflow.flow" and problem.line == 11
+    assert (
+        "no flow named 'nowhere' beside this one; flows here: demo" in problem.message
+    )

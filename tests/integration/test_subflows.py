@@ -1,0 +1,102 @@
+"""Sub-flows: a step runs another flow and waits, as a row, for its result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lobflows.runtime import Runtime
+from lobflows.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+CARD = """card:
+  trigger: by hand
+  data: {entity: person, sensitivity: internal}
+  transform: none
+  target: the run store
+  on_failure: dead letter
+  owner: team@example.com
+trigger: {manual: {}}
+"""
+PARENT = (
+    "flow: parent\n"
+    + CARD
+    + """steps:
+  - id: names
+    subflow: {flow: child, input: {first: "{{ input.first }}", last: "{{ input.last | default(none) }}"}}
+  - id: greeting
+    map: {text: "Hello, {{ steps.names.result.full }}"}
+"""
+)
+CHILD = (
+    "flow: child\n"
+    + CARD
+    + """steps:
+  - id: full
+    map:
+      full: "{{ input.first }} {{ input.last }}"
+      last: {from: input.last, on_null: error}
+  - respond: {body: {full: "{{ steps.full.full }}"}}
+"""
+)
+
+
+@pytest.fixture
+async def runtime(store_url: str, tmp_path: Path):
+    (tmp_path / "parent.yaml").write_text(PARENT)
+    (tmp_path / "child.yaml").write_text(CHILD)
+    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
+    yield opened
+    await opened.close()
+
+
+async def drain(runtime: Runtime) -> None:
+    """Execute due runs until none is left, as workers would."""
+    while claimed := await runtime.store.claim_runs(
+        owner=runtime.engine.owner, limit=10, lease_seconds=30
+    ):
+        for run in claimed:
+            await runtime.engine.execute(run)
+        await runtime.store.flush()
+
+
+async def test_a_subflow_runs_as_a_child_and_returns_its_result(runtime: Runtime):
+    parent, _ = await runtime.engine.start_run(
+        "parent", input={"first": "Ada", "last": "Lovelace"}, trigger="manual"
+    )
+
+    await drain(runtime)
+
+    done = await runtime.store.get_run(parent.id)
+    assert done.status == "succeeded", done.error
+    [child] = await runtime.store.children(parent.id)
+    assert (
+        child.flow == "child"
+        and child.status == "succeeded"
+        and child.trigger == "subflow"
+    )
+    steps = await runtime.store.completed_steps(parent.id)
+    assert steps["names"] == {"run_id": child.id, "result": {"full": "Ada Lovelace"}}
+    assert steps["greeting"] == {"text": "Hello, Ada Lovelace"}
+
+
+async def test_a_failed_subflow_dead_letters_the_parent_naming_the_child(
+    runtime: Runtime,
+):
+    parent, _ = await runtime.engine.start_run(
+        "parent", input={"first": "Ada"}, trigger="manual"
+    )
+
+    await drain(runtime)
+
+    [child] = await runtime.store.children(parent.id)
+    failed = await runtime.store.get_run(parent.id)
+    assert child.status == "failed"
+    assert failed.status == "failed"
+    assert f"subflow 'child' run {child.id} failed" in failed.error
+    assert {letter.run_id for letter in await runtime.store.dead_letters()} == {
+        parent.id,
+        child.id,
+    }
