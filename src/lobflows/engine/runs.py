@@ -18,6 +18,7 @@ from typing import Any
 
 from lobflows import errors
 from lobflows.connectors import base as connectors
+from lobflows.engine import events
 from lobflows.engine import retry as retry_policy
 from lobflows.engine.clock import Clock, SystemClock
 from lobflows.secrets import redactor
@@ -469,9 +470,9 @@ class Engine:
                 started_at=started_at,
             ) from None
         response = output if isinstance(step, models.RespondStep) else None
-        # Only a call reaches outside the run; other steps are pure and are
-        # simply repeated if a crash comes before their record commits.
-        has_effect = isinstance(step, models.CallStep)
+        # Only calls and emits reach outside the run; other steps are pure and
+        # are simply repeated if a crash comes before their record commits.
+        has_effect = isinstance(step, models.CallStep | models.EmitStep)
         await self.store.record_success(
             run_id=run.id,
             step=step.id,
@@ -504,6 +505,8 @@ class Engine:
             return self._render(step, step.with_, state.context)
         if isinstance(step, models.RespondStep):
             return self._render(step, step.respond.model_dump(), state.context)
+        if isinstance(step, models.EmitStep):
+            return self._render(step, step.emit.data, state.context)
         return None
 
     def _render(self, step: Any, value: Any, context: dict[str, Any]) -> Any:
@@ -538,7 +541,22 @@ class Engine:
             }
         if isinstance(step, models.RespondStep):
             return _checked_response(step, step_input)
+        if isinstance(step, models.EmitStep):
+            return await self._emit(state, step, step_input)
         raise errors.DefinitionError(f"step {step.id!r} has an unknown kind")
+
+    async def _emit(
+        self, state: _Pass, step: models.EmitStep, data: Any
+    ) -> dict[str, Any]:
+        # The event id is fixed by run and step: an emit repeated after a
+        # crash starts no second run anywhere.
+        event = events.Event(
+            topic=step.emit.topic, data=data, id=f"{state.run.id}:{step.id}"
+        )
+        started = await events.EventRouter(self).deliver(event)
+        for callback in self.on_due:
+            callback(self.clock.now())
+        return {"topic": event.topic, "event_id": event.id, "runs": started}
 
     def _condition(self, step: Any, source: str, context: dict[str, Any]) -> bool:
         try:

@@ -175,7 +175,7 @@ def _template_problems(
                     path,
                     problems,
                 )
-        for key in ("map", "with", "respond", "subflow", "sleep"):
+        for key in ("map", "with", "respond", "subflow", "sleep", "emit"):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(
                     templates.compile_template, text, where, lines, path, problems

@@ -24,8 +24,18 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-STEP_KINDS = ("map", "call", "if", "switch", "respond", "sleep", "wait", "subflow")
-TRIGGER_KINDS = ("webhook", "schedule", "manual")
+STEP_KINDS = (
+    "map",
+    "call",
+    "if",
+    "switch",
+    "respond",
+    "sleep",
+    "wait",
+    "subflow",
+    "emit",
+)
+TRIGGER_KINDS = ("webhook", "schedule", "event", "manual")
 
 
 class Model(BaseModel):
@@ -145,11 +155,21 @@ class ScheduleTrigger(Model):
         return value
 
 
+class EventTrigger(Model):
+    """An event on a topic starts a run: from an emit step, or a broker later."""
+
+    topic: str = Field(
+        pattern=r"^[A-Za-z0-9_.*-]+$",
+        description="Topic, or a pattern with * for one dot-separated part, e.g. hr.*.created.",
+    )
+
+
 class Trigger(Model):
     """What starts a run. Every flow can also be started by hand."""
 
     webhook: WebhookTrigger | None = None
     schedule: ScheduleTrigger | None = None
+    event: EventTrigger | None = None
     manual: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -308,6 +328,19 @@ class SubflowStep(StepBase):
     subflow: Subflow
 
 
+class Emit(Model):
+    topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
+    data: Any = Field(
+        default=None, description="The event's data; templates are rendered."
+    )
+
+
+class EmitStep(StepBase):
+    """Publishes an event: every flow whose event trigger matches starts a run."""
+
+    emit: Emit
+
+
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         for kind in STEP_KINDS:
@@ -327,7 +360,8 @@ Step = Annotated[
     | Annotated[RespondStep, Tag("respond")]
     | Annotated[SleepStep, Tag("sleep")]
     | Annotated[WaitStep, Tag("wait")]
-    | Annotated[SubflowStep, Tag("subflow")],
+    | Annotated[SubflowStep, Tag("subflow")]
+    | Annotated[EmitStep, Tag("emit")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -344,6 +378,7 @@ _KIND_OF_CLASS: dict[type, str] = {
     SleepStep: "sleep",
     WaitStep: "wait",
     SubflowStep: "subflow",
+    EmitStep: "emit",
 }
 
 

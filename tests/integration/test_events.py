@@ -1,0 +1,116 @@
+"""Events: an emit step, or a delivered event, starts a run of every listening flow once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lobflows.engine.events import Event, EventRouter, topic_pattern
+from lobflows.runtime import Runtime
+from lobflows.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+CARD = """card:
+  trigger: see below
+  data: {entity: employee, sensitivity: internal}
+  transform: none
+  target: the run store
+  on_failure: dead letter
+  owner: team@example.com
+"""
+PUBLISHER = (
+    "flow: publisher\n"
+    + CARD
+    + """trigger: {manual: {}}
+steps:
+  - id: announce
+    emit: {topic: hr.hire.created, data: {email: "{{ input.email }}"}}
+"""
+)
+LISTENER = (
+    "flow: listener\n"
+    + CARD
+    + """trigger: {event: {topic: hr.*.created}}
+steps:
+  - id: seen
+    map: {email: "{{ input.email }}"}
+"""
+)
+DEAF = (
+    "flow: deaf\n"
+    + CARD
+    + """trigger: {event: {topic: finance.invoice.paid}}
+steps:
+  - id: seen
+    map: {x: "{{ input }}"}
+"""
+)
+
+
+@pytest.fixture
+async def runtime(store_url: str, tmp_path: Path):
+    for name, text in (
+        ("publisher", PUBLISHER),
+        ("listener", LISTENER),
+        ("deaf", DEAF),
+    ):
+        (tmp_path / f"{name}.yaml").write_text(text)
+    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
+    yield opened
+    await opened.close()
+
+
+async def drain(runtime: Runtime) -> None:
+    while claimed := await runtime.store.claim_runs(
+        owner=runtime.engine.owner, limit=10, lease_seconds=30
+    ):
+        for run in claimed:
+            await runtime.engine.execute(run)
+        await runtime.store.flush()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "matches"),
+    [
+        ("hr.*.created", "hr.hire.created", True),
+        ("hr.*.created", "hr.hire.contract.created", False),  # * is one part
+        ("hr.hire.created", "hr.hire.created.v2", False),
+    ],
+)
+def test_topic_pattern_matches_one_part_per_star(
+    pattern: str, topic: str, matches: bool
+):
+    assert bool(topic_pattern(pattern).match(topic)) is matches
+
+
+async def test_an_emit_step_starts_each_listening_flow(runtime: Runtime):
+    publisher, _ = await runtime.engine.start_run(
+        "publisher", input={"email": "ada@example.com"}, trigger="manual"
+    )
+
+    await drain(runtime)
+
+    emitted = (await runtime.store.completed_steps(publisher.id))["announce"]
+    [listener_run] = await runtime.store.list_runs(flow="listener")
+    assert emitted["runs"] == [listener_run.id]
+    assert listener_run.status == "succeeded" and listener_run.trigger == "event"
+    assert listener_run.input == {"email": "ada@example.com"}
+    assert await runtime.store.list_runs(flow="deaf") == []
+
+
+async def test_a_redelivered_event_starts_nothing_new(runtime: Runtime):
+    router = EventRouter(runtime.engine)
+    event = Event(
+        topic="hr.hire.created",
+        data={"email": "bo@example.com"},
+        id="broker-msg-17",
+        source="rabbitmq",
+    )
+
+    first = await router.deliver(event)
+    again = await router.deliver(event)
+
+    assert first == again and len(first) == 1
+    assert len(await runtime.store.list_runs(flow="listener")) == 1
