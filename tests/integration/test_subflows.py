@@ -100,3 +100,57 @@ async def test_a_failed_subflow_dead_letters_the_parent_naming_the_child(
         parent.id,
         child.id,
     }
+
+
+LINES = (
+    "flow: lines\n"
+    + CARD
+    + """steps:
+  - id: each
+    foreach: {items: "{{ input.people }}", flow: child, concurrency: 2}
+  - id: summary
+    map: {ok: "{{ steps.each.succeeded }}", failed: "{{ steps.each.failed }}"}
+"""
+)
+
+
+async def test_foreach_runs_a_child_per_item_and_parks_failures_one_by_one(
+    store_url: str, tmp_path: Path
+):
+    for name, text in (("lines", LINES), ("child", CHILD)):
+        (tmp_path / f"{name}.yaml").write_text(text)
+    runtime = await Runtime.open(Settings(database_url=store_url), tmp_path)
+    people = [
+        {"first": "Ada", "last": "Lovelace"},
+        {"first": "Bo", "last": None},  # the child refuses a null last name
+        {"first": "Cy", "last": "Young"},
+        {"first": "Di", "last": "Prince"},
+        {"first": "Ed", "last": None},
+    ]
+    try:
+        run, _ = await runtime.engine.start_run(
+            "lines", input={"people": people}, trigger="manual"
+        )
+        await drain(runtime)
+        done = await runtime.store.get_run(run.id)
+        steps = await runtime.store.completed_steps(run.id)
+        letters = await runtime.store.dead_letters()
+        children = await runtime.store.children(run.id)
+    finally:
+        await runtime.close()
+
+    assert done.status == "succeeded", done.error
+    results = steps["each"]["results"]
+    assert [r["status"] for r in results] == [
+        "succeeded",
+        "failed",
+        "succeeded",
+        "succeeded",
+        "failed",
+    ]
+    assert [r["result"] for r in results][0] == {"full": "Ada Lovelace"}
+    assert steps["summary"] == {"ok": 3, "failed": 2}
+    assert len(children) == 5 and all(c.trigger == "foreach" for c in children)
+    assert sorted(letter.run_id for letter in letters) == sorted(
+        r["run_id"] for r in results if r["status"] == "failed"
+    )

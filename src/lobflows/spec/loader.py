@@ -175,7 +175,7 @@ def _template_problems(
                     path,
                     problems,
                 )
-        for key in ("map", "with", "respond", "subflow", "sleep", "emit"):
+        for key in ("map", "with", "respond", "subflow", "sleep", "emit", "foreach"):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(
                     templates.compile_template, text, where, lines, path, problems
@@ -299,11 +299,12 @@ def subflow_problems(project: Project) -> list[errors.Problem]:
     problems = []
     for flow in project.flows.values():
         for location, step in step_locations(flow.document):
-            target = step.get("subflow")
+            kind = "subflow" if "subflow" in step else "foreach"
+            target = step.get(kind)
             name = target.get("flow") if isinstance(target, dict) else None
             if isinstance(name, str) and name not in project.flows:
                 known = ", ".join(sorted(project.flows))
-                where = (*location, "subflow", "flow")
+                where = (*location, kind, "flow")
                 problems.append(
                     errors.Problem(
                         path=flow.path,

@@ -34,6 +34,7 @@ STEP_KINDS = (
     "wait",
     "subflow",
     "emit",
+    "foreach",
 )
 TRIGGER_KINDS = ("webhook", "schedule", "event", "manual")
 
@@ -328,6 +329,25 @@ class SubflowStep(StepBase):
     subflow: Subflow
 
 
+class Foreach(Model):
+    items: str = Field(description="Template giving the list, e.g. {{ input.lines }}.")
+    flow: str = Field(
+        pattern=NAME_PATTERN, description="Flow each item (or batch) runs."
+    )
+    batch_size: int = Field(
+        default=1, ge=1, le=10_000, description="Items per child run."
+    )
+    concurrency: int = Field(
+        default=10, ge=1, le=1000, description="Child runs in flight."
+    )
+
+
+class ForeachStep(StepBase):
+    """Runs a flow per item (or batch): each a child run, failures parked one by one."""
+
+    foreach: Foreach
+
+
 class Emit(Model):
     topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
     data: Any = Field(
@@ -361,7 +381,8 @@ Step = Annotated[
     | Annotated[SleepStep, Tag("sleep")]
     | Annotated[WaitStep, Tag("wait")]
     | Annotated[SubflowStep, Tag("subflow")]
-    | Annotated[EmitStep, Tag("emit")],
+    | Annotated[EmitStep, Tag("emit")]
+    | Annotated[ForeachStep, Tag("foreach")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -379,6 +400,7 @@ _KIND_OF_CLASS: dict[type, str] = {
     WaitStep: "wait",
     SubflowStep: "subflow",
     EmitStep: "emit",
+    ForeachStep: "foreach",
 }
 
 

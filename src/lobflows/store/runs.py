@@ -132,10 +132,14 @@ class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
         run_id = await self._run_by_dedupe_key(flow, dedupe_key)
         return None if run_id is None else await self.get_run(run_id)
 
-    async def children(self, run_id: str) -> list[RunRecord]:
-        """Runs started by a run's subflow steps, oldest first."""
+    async def children(
+        self, run_id: str, *, key_prefix: str | None = None
+    ) -> list[RunRecord]:
+        """Runs started by a run's subflow and foreach steps, oldest first."""
         r = tables.runs
         query = sa.select(r).where(r.c.parent_run_id == run_id).order_by(r.c.created_at)
+        if key_prefix is not None:
+            query = query.where(r.c.dedupe_key.startswith(key_prefix, autoescape=True))
         async with self.engine.connect() as conn:
             return [records.run_record(row) for row in await conn.execute(query)]
 

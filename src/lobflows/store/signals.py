@@ -23,14 +23,15 @@ class SignalOps(StoreBase):
         step: str,
         until: float,
         signal: str | None = None,
-        child: tuple[str, str] | None = None,
+        children: tuple[str, int] | None = None,
         first: bool,
     ) -> None:
         """Park a run at a waiting step until `until`, a named signal or a child run's end.
 
         The run holds no worker while it waits: it is a row with a due time. A
-        signal that arrived, or a child run (flow, dedupe key) that ended,
-        before the wait is seen here and wakes it at once.
+        signal that arrived before the wait, or more ended child runs than
+        the step saw (`children`: their dedupe key prefix and that count), is
+        seen here and wakes it at once.
         """
         now = time.time()
         row = self._attempt_row(
@@ -48,7 +49,10 @@ class SignalOps(StoreBase):
             pending = (
                 signal is not None
                 and _untaken_signal(conn, run_id, signal, step) is not None
-            ) or (child is not None and _child_ended(conn, *child))
+            ) or (
+                children is not None
+                and _children_ended(conn, run_id, children[0]) > children[1]
+            )
             if first:
                 conn.execute(INSERT_ATTEMPT, row)
             update_run(
@@ -151,11 +155,15 @@ def _untaken_signal(conn: sa.Connection, run_id: str, name: str, step: str) -> A
     return conn.execute(query).first()
 
 
-def _child_ended(conn: sa.Connection, flow: str, dedupe_key: str) -> bool:
+def _children_ended(conn: sa.Connection, parent_run_id: str, key_prefix: str) -> int:
     r = tables.runs
-    query = sa.select(r.c.id).where(
-        r.c.flow == flow,
-        r.c.dedupe_key == dedupe_key,
-        r.c.status.in_(("succeeded", "failed")),
+    query = (
+        sa.select(sa.func.count())
+        .select_from(r)
+        .where(
+            r.c.parent_run_id == parent_run_id,
+            r.c.dedupe_key.startswith(key_prefix, autoescape=True),
+            r.c.status.in_(("succeeded", "failed")),
+        )
     )
-    return conn.execute(query).first() is not None
+    return int(conn.execute(query).scalar_one())
