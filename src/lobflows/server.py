@@ -17,6 +17,7 @@ from lobflows.cli import views
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.store import retention
+from lobflows.triggers.poll import Poller
 from lobflows.triggers.schedule import Scheduler
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,12 @@ async def _watch(
 
 
 def _background(runtime: Runtime) -> list[asyncio.Task[Any]]:
-    """What a process with a worker also runs: the scheduler and pruning."""
+    """What a process with a worker also runs: schedules, polls and pruning."""
     scheduler = Scheduler(runtime.engine, on_started=runtime.worker.wake)
+    poller = Poller(runtime.engine, on_started=runtime.worker.wake)
     return [
         asyncio.create_task(scheduler.run(runtime.worker.stopping)),
+        asyncio.create_task(poller.run(runtime.worker.stopping)),
         asyncio.create_task(_prune_periodically(runtime)),
     ]
 

@@ -284,3 +284,14 @@ async def test_a_dead_letter_is_replayed_once_even_when_asked_at_once(store: Run
 
     assert sum(1 for o in outcomes if o == run.id) == 1
     assert all(isinstance(o, errors.StoreError) for o in outcomes if o != run.id)
+
+
+@pytest.mark.parametrize("value", [7, 2.5, "7", True, None, [1, "a"], {"n": 1}])
+async def test_run_input_of_any_json_type_reads_back_the_same(store: RunStore, value):
+    # SQLite hands bare numbers in JSON columns back already decoded
+    version = await new_flow(store)
+    run, _ = await store.create_run(
+        flow="orders", flow_version_id=version, input=value, trigger="manual"
+    )
+
+    assert (await store.get_run(run.id)).input == value

@@ -122,7 +122,9 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
     problems.extend(subflow_problems(project))
     classes = connector_classes()
     for flow in project.flows.values():
-        for location, step in step_locations(flow.document):
+        poll = (flow.document.get("trigger") or {}).get("poll")
+        calls = [(("trigger", "poll"), poll)] if isinstance(poll, dict) else []
+        for location, step in [*calls, *step_locations(flow.document)]:
             if not isinstance(step.get("call"), str) or "." not in step["call"]:
                 continue
             name, action = step["call"].split(".", 1)

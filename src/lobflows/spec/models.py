@@ -36,7 +36,7 @@ STEP_KINDS = (
     "emit",
     "foreach",
 )
-TRIGGER_KINDS = ("webhook", "schedule", "event", "manual")
+TRIGGER_KINDS = ("webhook", "schedule", "event", "poll", "manual")
 
 
 class Model(BaseModel):
@@ -165,12 +165,35 @@ class EventTrigger(Model):
     )
 
 
+class PollTrigger(Model):
+    """Every interval, call an action and start one run per new item.
+
+    The call's parameters may use ``watermark`` (the last one stored, or
+    ``start`` the first time); each item's ``id`` is its run's dedupe key, so
+    an item never starts two runs, across restarts too.
+    """
+
+    every_seconds: float = Field(ge=1, description="Seconds between polls.")
+    call: str = Field(
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action"
+    )
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    items: str = Field(description="Template over `result` giving the list of items.")
+    id: str = Field(description="Template over `item` giving its identity.")
+    watermark: str | None = Field(
+        default=None,
+        description="Template over `item`; the largest becomes the next watermark.",
+    )
+    start: Any = Field(default=None, description="Watermark of the first poll.")
+
+
 class Trigger(Model):
     """What starts a run. Every flow can also be started by hand."""
 
     webhook: WebhookTrigger | None = None
     schedule: ScheduleTrigger | None = None
     event: EventTrigger | None = None
+    poll: PollTrigger | None = None
     manual: dict[str, Any] | None = None
 
     @model_validator(mode="after")

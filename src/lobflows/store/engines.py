@@ -71,11 +71,19 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+def _json_value(stored: Any) -> Any:
+    # SQLite gives a JSON column numeric affinity: a bare number stored as
+    # text ("7") comes back as a number, already decoded.
+    if isinstance(stored, int | float):
+        return stored
+    return orjson.loads(stored)
+
+
 # orjson instead of the stdlib for JSON columns: the writer thread serializes
 # every step's input and output, and holds the GIL while it does.
 JSON_OPTIONS: dict[str, Any] = {
     "json_serializer": _json_text,
-    "json_deserializer": orjson.loads,
+    "json_deserializer": _json_value,
 }
 
 

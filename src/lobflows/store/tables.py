@@ -151,3 +151,12 @@ signals = sa.Table(
     sa.Column("taken_by_step", sa.String(200)),
     sa.Index("ix_signals_run_id_name", "run_id", "name", "id"),
 )
+
+poll_states = sa.Table(
+    "poll_states",
+    metadata,
+    sa.Column("flow", sa.String(200), primary_key=True),
+    # The newest watermark seen, and when the flow was last polled.
+    sa.Column("watermark", Json),
+    sa.Column("polled_at", Time, nullable=False),
+)
