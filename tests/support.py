@@ -180,3 +180,14 @@ async def wait_for_log(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{text!r} never appeared in the server log")
         await asyncio.sleep(0.05)
+
+
+async def drain(runtime: Any) -> None:
+    """Claim and execute due runs until none is left, as workers would."""
+    store, engine = runtime.store, runtime.engine
+    while claimed := await store.claim_runs(
+        owner=engine.owner, limit=10, lease_seconds=30
+    ):
+        for run in claimed:
+            await engine.execute(run)
+        await store.flush()

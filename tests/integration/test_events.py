@@ -9,6 +9,7 @@ import pytest
 from lobflows.engine.events import Event, EventRouter, topic_pattern
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
+from tests import support
 
 pytestmark = pytest.mark.integration
 
@@ -62,15 +63,6 @@ async def runtime(store_url: str, tmp_path: Path):
     await opened.close()
 
 
-async def drain(runtime: Runtime) -> None:
-    while claimed := await runtime.store.claim_runs(
-        owner=runtime.engine.owner, limit=10, lease_seconds=30
-    ):
-        for run in claimed:
-            await runtime.engine.execute(run)
-        await runtime.store.flush()
-
-
 @pytest.mark.parametrize(
     ("pattern", "topic", "matches"),
     [
@@ -90,7 +82,7 @@ async def test_an_emit_step_starts_each_listening_flow(runtime: Runtime):
         "publisher", input={"email": "ada@example.com"}, trigger="manual"
     )
 
-    await drain(runtime)
+    await support.drain(runtime)
 
     emitted = (await runtime.store.completed_steps(publisher.id))["announce"]
     [listener_run] = await runtime.store.list_runs(flow="listener")

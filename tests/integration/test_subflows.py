@@ -8,6 +8,7 @@ import pytest
 
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
+from tests import support
 
 pytestmark = pytest.mark.integration
 
@@ -52,22 +53,12 @@ async def runtime(store_url: str, tmp_path: Path):
     await opened.close()
 
 
-async def drain(runtime: Runtime) -> None:
-    """Execute due runs until none is left, as workers would."""
-    while claimed := await runtime.store.claim_runs(
-        owner=runtime.engine.owner, limit=10, lease_seconds=30
-    ):
-        for run in claimed:
-            await runtime.engine.execute(run)
-        await runtime.store.flush()
-
-
 async def test_a_subflow_runs_as_a_child_and_returns_its_result(runtime: Runtime):
     parent, _ = await runtime.engine.start_run(
         "parent", input={"first": "Ada", "last": "Lovelace"}, trigger="manual"
     )
 
-    await drain(runtime)
+    await support.drain(runtime)
 
     done = await runtime.store.get_run(parent.id)
     assert done.status == "succeeded", done.error
@@ -89,7 +80,7 @@ async def test_a_failed_subflow_dead_letters_the_parent_naming_the_child(
         "parent", input={"first": "Ada"}, trigger="manual"
     )
 
-    await drain(runtime)
+    await support.drain(runtime)
 
     [child] = await runtime.store.children(parent.id)
     failed = await runtime.store.get_run(parent.id)
@@ -131,7 +122,7 @@ async def test_foreach_runs_a_child_per_item_and_parks_failures_one_by_one(
         run, _ = await runtime.engine.start_run(
             "lines", input={"people": people}, trigger="manual"
         )
-        await drain(runtime)
+        await support.drain(runtime)
         done = await runtime.store.get_run(run.id)
         steps = await runtime.store.completed_steps(run.id)
         letters = await runtime.store.dead_letters()

@@ -297,27 +297,7 @@ class Engine:
                 },
             )
             raise _Stop(StepOutcome("waiting", next_attempt_at=until))
-        await self.store.record_success(
-            run_id=run.id,
-            step=step.id,
-            attempt=1,
-            input=None,
-            output=output,
-            started_at=started_at,
-        )
-        state.completed[step.id] = output
-        state.context["steps"][step.id] = output
-        log.info(
-            "Step succeeded",
-            extra={
-                "event": "step_succeeded",
-                "run_id": run.id,
-                "flow": run.flow,
-                "step": step.id,
-                "attempt": 1,
-            },
-        )
-        return output
+        return await self._record_step(state, step, output, started_at)
 
     async def _run_subflow_step(self, state: _Pass, step: models.SubflowStep) -> Any:
         """Start the child run once, park until it ends, then take its result."""
@@ -341,7 +321,7 @@ class Engine:
                 started_at=started_at,
             )
         output = {"run_id": child.id, "result": _result_of(child)}
-        return await self._record_parent_step(state, step, output, started_at)
+        return await self._record_step(state, step, output, started_at)
 
     async def _run_foreach_step(self, state: _Pass, step: models.ForeachStep) -> Any:
         """A child run per item or batch, at most `concurrency` at once; failures
@@ -380,7 +360,7 @@ class Engine:
             "succeeded": len(children) - failed,
             "failed": failed,
         }
-        return await self._record_parent_step(state, step, output, started_at)
+        return await self._record_step(state, step, output, started_at)
 
     async def _step_value(
         self, state: _Pass, step: Any, value: Any, started_at: float
@@ -450,9 +430,10 @@ class Engine:
         )
         raise _Stop(StepOutcome("waiting"))
 
-    async def _record_parent_step(
+    async def _record_step(
         self, state: _Pass, step: Any, output: Any, started_at: float
     ) -> Any:
+        """Journal the success of a step that waited (sleep, wait, subflow, foreach)."""
         run = state.run
         await self.store.record_success(
             run_id=run.id,
