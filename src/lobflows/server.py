@@ -172,6 +172,15 @@ async def _execute_until_settled(
     store, engine = runtime.store, runtime.engine
     run = await store.get_run(run_id)
     while not run.is_terminal:
+        if run.status == "waiting":
+            # A wait may last days; it is a row, and any worker takes it on.
+            views.print_run(console, run, await store.attempts(run_id), with_data=False)
+            console.print(
+                f"The run waits at step {run.current_step}; `lobflows serve` or "
+                "`lobflows worker` takes it on when its time or signal comes.",
+                highlight=False,
+            )
+            return 0
         delay = run.due_at - time.time()
         if delay > 0:
             console.print(

@@ -86,3 +86,17 @@ async def test_the_rest_api_sends_signals_with_its_token(server, store: RunStore
     assert accepted.status_code == 202
     await support.wait_for_run(store, run_id)
     assert (await store.completed_steps(run_id))["outcome"] == {"approved": False}
+
+
+def test_run_by_hand_returns_when_the_run_starts_waiting(
+    store_url: str, tmp_path: Path
+):
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "expense.yaml").write_text(FLOW)
+    env = support.base_env(store_url)
+
+    result = support.cli(env, "run", "expense", "--flows", str(flows), timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    assert "waits at step decision" in result.stdout
