@@ -57,6 +57,23 @@ class _Pass:
     flow: models.Flow
     completed: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
+    # Failed attempts so far per step (the attempt count of its next try).
+    failures: dict[str, int] = field(default_factory=dict)
+    # Inside parallel branches: failures wait here to be settled together.
+    deferred: list[_Deferred] | None = None
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A branch step's failure, journaled once every branch has stopped."""
+
+    step: str
+    attempt: int
+    input: Any
+    error: str
+    retryable: bool
+    started_at: float
+    next_attempt_at: float | None
 
 
 class Engine:
@@ -184,7 +201,10 @@ class Engine:
             "steps": dict(completed),
             "run": {"id": run.id, "flow": run.flow},
         }
-        state = _Pass(run=run, flow=flow, completed=completed, context=context)
+        failures = {} if fresh else await self.store.retry_counts(run.id)
+        state = _Pass(
+            run=run, flow=flow, completed=completed, context=context, failures=failures
+        )
         if completed:
             log.info(
                 "Run resumed",
@@ -246,6 +266,8 @@ class Engine:
                 output = await self._run_subflow_step(state, step)
             elif isinstance(step, models.ForeachStep):
                 output = await self._run_foreach_step(state, step)
+            elif isinstance(step, models.ParallelStep):
+                output = await self._run_parallel_step(state, step)
             elif isinstance(step, models.SleepStep | models.WaitStep):
                 output = await self._run_waiting_step(state, step)
             else:
@@ -298,6 +320,100 @@ class Engine:
             )
             raise _Stop(StepOutcome("waiting", next_attempt_at=until))
         return await self._record_step(state, step, output, started_at)
+
+    async def _run_parallel_step(self, state: _Pass, step: models.ParallelStep) -> Any:
+        """Run the unfinished branches together; settle their failures once all stop."""
+        started_at = time.time()
+        outer, state.deferred = state.deferred, []
+        try:
+            results = await asyncio.gather(
+                *(self._run_block(state, steps) for steps in step.parallel.values()),
+                return_exceptions=True,
+            )
+        finally:
+            deferred, state.deferred = state.deferred, outer
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, _Stop):
+                raise result
+        if deferred:
+            raise await self._settle_branch_failures(state, deferred)
+        stopped = [r for r in results if isinstance(r, _Stop)]
+        if stopped:
+            raise stopped[0]  # released at shutdown
+        return await self._record_step(
+            state, step, {"branches": list(step.parallel)}, started_at
+        )
+
+    async def _settle_branch_failures(
+        self, state: _Pass, deferred: list[_Deferred]
+    ) -> _Stop:
+        """Journal every branch failure; the run waits for the earliest retry,
+        or goes to the dead letter queue if a branch cannot go on."""
+        run = state.run
+        dead = [d for d in deferred if d.next_attempt_at is None]
+        if dead:
+            first = dead[0]
+            for d in (d for d in deferred if d is not first):
+                await self.store.record_attempt(
+                    run_id=run.id,
+                    step=d.step,
+                    attempt=d.attempt,
+                    status="failed" if d.next_attempt_at else "dead",
+                    input=d.input,
+                    error=d.error,
+                    retryable=d.retryable,
+                    started_at=d.started_at,
+                    next_attempt_at=d.next_attempt_at,
+                )
+            letter = await self.store.record_dead_letter(
+                run_id=run.id,
+                flow=run.flow,
+                step=first.step,
+                attempt=first.attempt,
+                input=first.input,
+                error=first.error,
+                retryable=first.retryable,
+                started_at=first.started_at,
+            )
+            log.warning(
+                "Run moved to the dead letter queue",
+                extra={
+                    "event": "run_dead_lettered",
+                    "run_id": run.id,
+                    "flow": run.flow,
+                    "step": first.step,
+                    "attempt": first.attempt,
+                    "dead_letter": letter,
+                    "error": first.error,
+                },
+            )
+            return _Stop(StepOutcome("failed"))
+        # Latest first, so the run's due time ends at the earliest retry.
+        for d in sorted(deferred, key=lambda d: d.next_attempt_at or 0.0, reverse=True):
+            await self.store.record_retry(
+                run_id=run.id,
+                step=d.step,
+                attempt=d.attempt,
+                input=d.input,
+                error=d.error,
+                started_at=d.started_at,
+                next_attempt_at=d.next_attempt_at or 0.0,
+            )
+            log.info(
+                "Step failed; retry scheduled",
+                extra={
+                    "event": "step_retry_scheduled",
+                    "run_id": run.id,
+                    "flow": run.flow,
+                    "step": d.step,
+                    "attempt": d.attempt,
+                    "error": d.error,
+                },
+            )
+        earliest = min(d.next_attempt_at or 0.0 for d in deferred)
+        for callback in self.on_due:
+            callback(earliest)
+        return _Stop(StepOutcome("queued", next_attempt_at=earliest))
 
     async def _run_subflow_step(self, state: _Pass, step: models.SubflowStep) -> Any:
         """Start the child run once, park until it ends, then take its result."""
@@ -499,7 +615,7 @@ class Engine:
 
     async def _run_step(self, state: _Pass, step: Any) -> Any:
         run = state.run
-        attempt = run.current_attempts + 1 if run.current_step == step.id else 1
+        attempt = state.failures.get(step.id, 0) + 1
         started_at = time.time()
         step_input: Any = None
         ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
@@ -687,6 +803,10 @@ class Engine:
         message = redactor.redact(f"{exc}")
         ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
         safe_input = redactor.redact_data(step_input)
+        if state.deferred is not None:
+            return self._defer(
+                state, step, exc, policy, attempt, safe_input, message, started_at
+            )
         if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
             delay = retry_policy.delay_seconds(
                 policy,
@@ -737,6 +857,42 @@ class Engine:
             },
         )
         return _Stop(StepOutcome("failed"))
+
+    def _defer(
+        self,
+        state: _Pass,
+        step: Any,
+        exc: errors.LobflowsError,
+        policy: models.RetryPolicy,
+        attempt: int,
+        safe_input: Any,
+        message: str,
+        started_at: float,
+    ) -> _Stop:
+        """Inside a parallel branch: note the failure; the parallel step settles it."""
+        next_at = None
+        if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
+            delay = retry_policy.delay_seconds(
+                policy,
+                failed_attempt=attempt,
+                retry_after_seconds=exc.retry_after_seconds,
+            )
+            next_at = self.clock.now() + delay
+        assert state.deferred is not None
+        state.deferred.append(
+            _Deferred(
+                step.id,
+                attempt,
+                safe_input,
+                message,
+                exc.retryable,
+                started_at,
+                next_at,
+            )
+        )
+        return _Stop(
+            StepOutcome("queued" if next_at else "failed", next_attempt_at=next_at)
+        )
 
 
 def _checked_response(step: Any, response: Any) -> dict[str, Any]:

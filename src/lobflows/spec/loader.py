@@ -154,6 +154,9 @@ def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, A
                 walk(step.get(key), (*here, key))
             for case, block in (step.get("cases") or {}).items():
                 walk(block, (*here, "cases", case))
+            if isinstance(step.get("parallel"), dict):
+                for branch, block in step["parallel"].items():
+                    walk(block, (*here, "parallel", branch))
 
     walk(document.get("steps"), ("steps",))
     return found
@@ -399,7 +402,10 @@ def _problems(
 ) -> list[errors.Problem]:
     problems = []
     for error in exc.errors():
-        if "str" in error["loc"] and isinstance(error.get("input"), dict):
+        scalar_tags = {"str", "bool", "int", "float", "none"}
+        if scalar_tags & set(map(str, error["loc"])) and isinstance(
+            error.get("input"), dict
+        ):
             continue  # the other branch of "template or rule" explains it
         location = _document_location(error["loc"], document)
         problems.append(
@@ -439,7 +445,7 @@ def _document_location(loc: tuple[Any, ...], document: Any) -> Location:
     return tuple(result)
 
 
-_UNION_TAGS = frozenset({"str", "FieldRule"})
+_UNION_TAGS = frozenset({"str", "FieldRule", "bool", "int", "float", "none"})
 
 
 def _raw_kind(step: dict[str, Any]) -> str | None:

@@ -35,7 +35,10 @@ STEP_KINDS = (
     "subflow",
     "emit",
     "foreach",
+    "parallel",
 )
+# Steps that may run inside parallel branches: ones that finish in one pass.
+BRANCH_STEP_KINDS = ("map", "call", "if", "switch", "emit")
 TRIGGER_KINDS = ("webhook", "schedule", "event", "poll", "manual")
 
 
@@ -259,7 +262,8 @@ class StepBase(Model):
 class MapStep(StepBase):
     """Builds a new record, field by field."""
 
-    map: dict[str, str | FieldRule] = Field(min_length=1)
+    # A field is a template, a rule, or a constant (number, true/false, null).
+    map: dict[str, str | FieldRule | bool | int | float | None] = Field(min_length=1)
 
 
 class CallStep(StepBase):
@@ -371,6 +375,27 @@ class ForeachStep(StepBase):
     foreach: Foreach
 
 
+class ParallelStep(StepBase):
+    """Runs its branches at the same time and goes on when all have finished."""
+
+    parallel: dict[str, list[Step]] = Field(
+        min_length=2, description="Branch name to steps."
+    )
+
+    @field_validator("parallel")
+    @classmethod
+    def _branch_steps(cls, branches: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, steps in branches.items():
+            for step in walk_steps(steps):
+                kind = step_kind(step)
+                if kind not in BRANCH_STEP_KINDS:
+                    allowed = ", ".join(BRANCH_STEP_KINDS)
+                    raise ValueError(
+                        f"branch {name!r}: a {kind} step cannot run in a parallel branch yet; allowed: {allowed}"
+                    )
+        return branches
+
+
 class Emit(Model):
     topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
     data: Any = Field(
@@ -405,7 +430,8 @@ Step = Annotated[
     | Annotated[WaitStep, Tag("wait")]
     | Annotated[SubflowStep, Tag("subflow")]
     | Annotated[EmitStep, Tag("emit")]
-    | Annotated[ForeachStep, Tag("foreach")],
+    | Annotated[ForeachStep, Tag("foreach")]
+    | Annotated[ParallelStep, Tag("parallel")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -424,6 +450,7 @@ _KIND_OF_CLASS: dict[type, str] = {
     SubflowStep: "subflow",
     EmitStep: "emit",
     ForeachStep: "foreach",
+    ParallelStep: "parallel",
 }
 
 
@@ -470,6 +497,8 @@ def child_blocks(step: StepBase) -> list[tuple[str, list[Any]]]:
     if isinstance(step, SwitchStep):
         blocks = [(f"case:{key}", steps) for key, steps in step.cases.items()]
         return [*blocks, ("default", step.default)]
+    if isinstance(step, ParallelStep):
+        return [(f"branch:{name}", steps) for name, steps in step.parallel.items()]
     return []
 
 
@@ -488,5 +517,6 @@ def slug(text: str) -> str:
 
 
 IfStep.model_rebuild()
+ParallelStep.model_rebuild()
 SwitchStep.model_rebuild()
 Flow.model_rebuild()

@@ -265,6 +265,41 @@ class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
         async with self.engine.connect() as conn:
             return {row.step: row.output for row in await conn.execute(query)}
 
+    async def retry_counts(self, run_id: str) -> dict[str, int]:
+        """Failed attempts per step since the step last went to the dead letter queue.
+
+        This is each step's attempt count: a replay gives the step a new
+        budget, and branches failing at once each keep their own count.
+        """
+        a = tables.step_attempts
+        failed = a.alias("failed")
+        query = (
+            sa.select(failed.c.step, sa.func.count())
+            .where(failed.c.run_id == run_id, failed.c.status == "failed")
+            .where(
+                failed.c.id
+                > sa.func.coalesce(
+                    sa.select(sa.func.max(a.c.id))
+                    .where(
+                        a.c.run_id == run_id,
+                        a.c.step == failed.c.step,
+                        a.c.status == "dead",
+                    )
+                    .scalar_subquery(),
+                    0,
+                )
+            )
+            .group_by(failed.c.step)
+        )
+        async with self.engine.connect() as conn:
+            return {step: int(count) for step, count in await conn.execute(query)}
+
+    async def record_attempt(self, **attempt: Any) -> None:
+        """Journal one attempt without changing the run (a branch's failure
+        settled together with its siblings')."""
+        row = self._attempt_row(finished_at=time.time(), **attempt)
+        await self._write(lambda conn: conn.execute(INSERT_ATTEMPT, row))
+
     async def record_success(
         self,
         *,

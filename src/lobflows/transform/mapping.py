@@ -11,12 +11,13 @@ from lobflows.transform import templates
 _ABSENT = object()
 
 
-def apply_mapping(
-    rules: dict[str, str | models.FieldRule], context: dict[str, Any]
-) -> dict[str, Any]:
+def apply_mapping(rules: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Build the mapped record; problems name the target field and what was wrong."""
     record: dict[str, Any] = {}
     for target, rule in rules.items():
+        if not isinstance(rule, str | models.FieldRule):
+            record[target] = rule  # a constant
+            continue
         if isinstance(rule, str):
             rule = models.FieldRule(value=rule)
         value = _field_value(target, rule, context)

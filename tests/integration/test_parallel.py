@@ -1,0 +1,180 @@
+"""Parallel branches: journaled and retried one by one, settled together."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lobflows import errors
+from lobflows.engine.clock import ManualClock
+from lobflows.runtime import Runtime
+from lobflows.settings import Settings
+from lobflows.spec import loader
+from lobflows.testing.servers import ServerThread
+
+pytestmark = pytest.mark.integration
+
+FLOW = """flow: provision
+card:
+  trigger: by hand
+  data: {entity: employee, sensitivity: internal}
+  transform: none
+  target: a local service
+  on_failure: retry, then dead letter
+  owner: it@example.com
+trigger: {manual: {}}
+retry: {max_attempts: 3, initial_delay_seconds: 10}
+steps:
+  - id: provision
+    parallel:
+      mail:
+        - id: mailbox
+          call: svc.request
+          with: {method: POST, path: /mailbox}
+      badge:
+        - id: badge
+          call: svc.request
+          with: {method: POST, path: /badge}
+        - id: badge_done
+          map: {status: "{{ steps.badge.status }}"}
+  - id: done
+    map: {ok: true}
+"""
+
+
+class Service:
+    """Answers POSTs, failing the next few per path with a chosen status."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.failures: dict[str, list[int]] = {}
+
+    def app(self) -> Starlette:
+        async def handle(request: Request) -> JSONResponse:
+            path = request.url.path
+            self.calls[path] += 1
+            pending = self.failures.get(path)
+            if pending:
+                return JSONResponse({"error": "no"}, status_code=pending.pop(0))
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
+
+
+@pytest.fixture
+async def setup(store_url: str, tmp_path: Path):
+    service = Service()
+    with ServerThread(service.app()) as server:
+        (tmp_path / "provision.yaml").write_text(FLOW)
+        (tmp_path / "connections.yaml").write_text(
+            f"connections:\n  svc: {{type: http, base_url: '{server.url}'}}\n"
+        )
+        runtime = await Runtime.open(Settings(database_url=store_url), tmp_path)
+        runtime.engine.clock = ManualClock()
+        yield runtime, service
+        await runtime.close()
+
+
+async def pass_once(runtime: Runtime) -> None:
+    engine = runtime.engine
+    for run in await runtime.store.claim_runs(
+        owner=engine.owner, limit=10, lease_seconds=30, now=engine.clock.now()
+    ):
+        await engine.execute(run)
+    await runtime.store.flush()
+
+
+async def test_branches_all_finish_before_the_run_goes_on(setup):
+    runtime, service = setup
+    run, _ = await runtime.engine.start_run("provision", input={}, trigger="manual")
+
+    await pass_once(runtime)
+
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    steps = await runtime.store.completed_steps(run.id)
+    assert steps["provision"] == {"branches": ["mail", "badge"]}
+    assert service.calls == {"/mailbox": 1, "/badge": 1}
+
+
+async def test_a_failing_branch_is_retried_alone(setup):
+    runtime, service = setup
+    service.failures["/badge"] = [503]
+    run, _ = await runtime.engine.start_run("provision", input={}, trigger="manual")
+
+    await pass_once(runtime)
+    queued = await runtime.store.get_run(run.id)
+    runtime.engine.clock.advance(11)
+    await pass_once(runtime)
+
+    assert queued.status == "queued"
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    assert service.calls == {
+        "/mailbox": 1,
+        "/badge": 2,
+    }  # the mailbox was not called again
+
+
+async def test_branches_failing_together_each_keep_their_attempt_count(setup):
+    runtime, service = setup
+    service.failures["/badge"] = [503, 503]
+    service.failures["/mailbox"] = [503]
+    run, _ = await runtime.engine.start_run("provision", input={}, trigger="manual")
+
+    for _ in range(3):
+        await pass_once(runtime)
+        runtime.engine.clock.advance(25)
+
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    tries = [
+        (a.step, a.attempt, a.status)
+        for a in await runtime.store.attempts(run.id)
+        if a.step in ("badge", "mailbox")
+    ]
+    assert sorted(tries) == [
+        ("badge", 1, "failed"),
+        ("badge", 2, "failed"),
+        ("badge", 3, "succeeded"),
+        ("mailbox", 1, "failed"),
+        ("mailbox", 2, "succeeded"),
+    ]
+
+
+async def test_a_branch_that_cannot_go_on_dead_letters_the_run_after_the_others_stop(
+    setup,
+):
+    runtime, service = setup
+    service.failures["/badge"] = [422]
+    run, _ = await runtime.engine.start_run("provision", input={}, trigger="manual")
+
+    await pass_once(runtime)
+
+    failed = await runtime.store.get_run(run.id)
+    assert failed.status == "failed" and "422" in failed.error
+    [letter] = await runtime.store.dead_letters()
+    assert letter.step == "badge"
+    assert "mailbox" in await runtime.store.completed_steps(run.id)
+
+    await runtime.store.replay_dead_letter(letter.id)
+    runtime.engine.clock.advance(60)  # the replay is due by the wall clock
+    await pass_once(runtime)
+
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    assert service.calls == {"/mailbox": 1, "/badge": 2}
+
+
+def test_a_wait_inside_a_branch_is_refused_at_load():
+    text = FLOW.replace(
+        '        - id: badge_done\n          map: {status: "{{ steps.badge.status }}"}',
+        "        - id: badge_done\n          wait: {signal: go}",
+    )
+
+    with pytest.raises(
+        errors.FlowFileError, match="a wait step cannot run in a parallel branch yet"
+    ):
+        loader.load_flow_text(text, "provision.yaml")
