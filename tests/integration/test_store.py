@@ -25,6 +25,20 @@ async def new_flow(store: RunStore, *, retention_days: float = 30) -> int:
     return version_id
 
 
+async def park(store: RunStore, run_id: str, *, step: str = "push", input=None) -> int:
+    """Dead-letter a run at a step, as a permanent failure would."""
+    return await store.record_dead_letter(
+        run_id=run_id,
+        flow="orders",
+        step=step,
+        attempt=1,
+        input=input,
+        error="417 refused",
+        retryable=False,
+        started_at=time.time(),
+    )
+
+
 async def test_register_flow_version_numbers_distinct_contents(store: RunStore):
     first = await store.register_flow_version(
         flow="orders", digest="aaa", definition={"v": 1}
@@ -161,16 +175,7 @@ async def test_dead_letter_replay_queues_the_run_with_the_corrected_input(
     run, _ = await store.create_run(
         flow="orders", flow_version_id=version, input={}, trigger="manual"
     )
-    letter = await store.record_dead_letter(
-        run_id=run.id,
-        flow="orders",
-        step="push",
-        attempt=1,
-        input={"qty": -1},
-        error="417 qty",
-        retryable=False,
-        started_at=time.time(),
-    )
+    letter = await park(store, run.id, input={"qty": -1})
 
     await store.replay_dead_letter(letter, corrected_input={"qty": 1})
 
@@ -203,16 +208,7 @@ async def test_prune_deletes_finished_runs_past_retention_but_keeps_open_dead_le
     parked, _ = await store.create_run(
         flow="orders", flow_version_id=version, input={}, trigger="manual"
     )
-    await store.record_dead_letter(
-        run_id=parked.id,
-        flow="orders",
-        step="a",
-        attempt=1,
-        input=None,
-        error="x",
-        retryable=False,
-        started_at=time.time(),
-    )
+    await park(store, parked.id, step="a")
     fresh, _ = await store.create_run(
         flow="orders", flow_version_id=version, input={}, trigger="manual"
     )
@@ -267,16 +263,7 @@ async def test_a_dead_letter_is_replayed_once_even_when_asked_at_once(store: Run
     run, _ = await store.create_run(
         flow="orders", flow_version_id=version, input={}, trigger="manual"
     )
-    letter = await store.record_dead_letter(
-        run_id=run.id,
-        flow="orders",
-        step="push",
-        attempt=1,
-        input={},
-        error="x",
-        retryable=False,
-        started_at=time.time(),
-    )
+    letter = await park(store, run.id)
 
     outcomes = await asyncio.gather(
         *(store.replay_dead_letter(letter) for _ in range(6)), return_exceptions=True

@@ -60,12 +60,12 @@ class _Pass:
     # Failed attempts so far per step (the attempt count of its next try).
     failures: dict[str, int] = field(default_factory=dict)
     # Inside parallel branches: failures wait here to be settled together.
-    deferred: list[_Deferred] | None = None
+    deferred: list[_Failure] | None = None
 
 
 @dataclass(frozen=True)
-class _Deferred:
-    """A branch step's failure, journaled once every branch has stopped."""
+class _Failure:
+    """A failed attempt of a step, and when it is tried again (None: never)."""
 
     step: str
     attempt: int
@@ -336,7 +336,7 @@ class Engine:
             if isinstance(result, BaseException) and not isinstance(result, _Stop):
                 raise result
         if deferred:
-            raise await self._settle_branch_failures(state, deferred)
+            raise await self._settle_failures(state, deferred)
         stopped = [r for r in results if isinstance(r, _Stop)]
         if stopped:
             raise stopped[0]  # released at shutdown
@@ -344,11 +344,9 @@ class Engine:
             state, step, {"branches": list(step.parallel)}, started_at
         )
 
-    async def _settle_branch_failures(
-        self, state: _Pass, deferred: list[_Deferred]
-    ) -> _Stop:
-        """Journal every branch failure; the run waits for the earliest retry,
-        or goes to the dead letter queue if a branch cannot go on."""
+    async def _settle_failures(self, state: _Pass, deferred: list[_Failure]) -> _Stop:
+        """Journal every failure of a pass; the run waits for the earliest retry,
+        or goes to the dead letter queue if any failed step cannot go on."""
         run = state.run
         dead = [d for d in deferred if d.next_attempt_at is None]
         if dead:
@@ -384,6 +382,9 @@ class Engine:
                     "step": first.step,
                     "attempt": first.attempt,
                     "dead_letter": letter,
+                    "reason": "retries exhausted"
+                    if first.retryable
+                    else "permanent error",
                     "error": first.error,
                 },
             )
@@ -407,6 +408,9 @@ class Engine:
                     "flow": run.flow,
                     "step": d.step,
                     "attempt": d.attempt,
+                    "delay_seconds": round(
+                        (d.next_attempt_at or 0.0) - self.clock.now(), 3
+                    ),
                     "error": d.error,
                 },
             )
@@ -795,81 +799,31 @@ class Engine:
         step_input: Any,
         started_at: float,
     ) -> _Stop:
-        """Journal a failed attempt: schedule a retry or dead-letter the run."""
-        run = state.run
-        policy = (
-            step.retry if isinstance(step, models.CallStep) else None
-        ) or state.flow.retry
-        message = redactor.redact(f"{exc}")
-        ids = {"run_id": run.id, "flow": run.flow, "step": step.id, "attempt": attempt}
-        safe_input = redactor.redact_data(step_input)
-        if state.deferred is not None:
-            return self._defer(
-                state, step, exc, policy, attempt, safe_input, message, started_at
-            )
-        if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
-            delay = retry_policy.delay_seconds(
-                policy,
-                failed_attempt=attempt,
-                retry_after_seconds=exc.retry_after_seconds,
-            )
-            next_at = self.clock.now() + delay
-            await self.store.record_retry(
-                run_id=run.id,
-                step=step.id,
-                attempt=attempt,
-                input=safe_input,
-                error=message,
-                started_at=started_at,
-                next_attempt_at=next_at,
-            )
-            log.info(
-                "Step failed; retry scheduled",
-                extra={
-                    "event": "step_retry_scheduled",
-                    **ids,
-                    "delay_seconds": round(delay, 3),
-                    "error": message,
-                },
-            )
-            for callback in self.on_due:
-                callback(next_at)
-            return _Stop(StepOutcome("queued", next_attempt_at=next_at))
-        letter = await self.store.record_dead_letter(
-            run_id=run.id,
-            flow=run.flow,
-            step=step.id,
-            attempt=attempt,
-            input=safe_input,
-            error=message,
-            retryable=exc.retryable,
-            started_at=started_at,
-        )
-        reason = "retries exhausted" if exc.retryable else "permanent error"
-        log.warning(
-            "Run moved to the dead letter queue",
-            extra={
-                "event": "run_dead_lettered",
-                **ids,
-                "dead_letter": letter,
-                "reason": reason,
-                "error": message,
-            },
-        )
-        return _Stop(StepOutcome("failed"))
+        """Journal a failed attempt: schedule a retry or dead-letter the run.
 
-    def _defer(
+        Inside parallel branches the failure waits to be settled with its
+        siblings' once every branch has stopped.
+        """
+        failure = self._failure(state, step, exc, attempt, step_input, started_at)
+        if state.deferred is None:
+            return await self._settle_failures(state, [failure])
+        state.deferred.append(failure)
+        status = "failed" if failure.next_attempt_at is None else "queued"
+        return _Stop(StepOutcome(status, next_attempt_at=failure.next_attempt_at))
+
+    def _failure(
         self,
         state: _Pass,
         step: Any,
         exc: errors.LobflowsError,
-        policy: models.RetryPolicy,
         attempt: int,
-        safe_input: Any,
-        message: str,
+        step_input: Any,
         started_at: float,
-    ) -> _Stop:
-        """Inside a parallel branch: note the failure; the parallel step settles it."""
+    ) -> _Failure:
+        """What a failed attempt was, and when it is tried again (None: never)."""
+        policy = (
+            step.retry if isinstance(step, models.CallStep) else None
+        ) or state.flow.retry
         next_at = None
         if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
             delay = retry_policy.delay_seconds(
@@ -878,20 +832,14 @@ class Engine:
                 retry_after_seconds=exc.retry_after_seconds,
             )
             next_at = self.clock.now() + delay
-        assert state.deferred is not None
-        state.deferred.append(
-            _Deferred(
-                step.id,
-                attempt,
-                safe_input,
-                message,
-                exc.retryable,
-                started_at,
-                next_at,
-            )
-        )
-        return _Stop(
-            StepOutcome("queued" if next_at else "failed", next_attempt_at=next_at)
+        return _Failure(
+            step=step.id,
+            attempt=attempt,
+            input=redactor.redact_data(step_input),
+            error=redactor.redact(str(exc)),
+            retryable=exc.retryable,
+            started_at=started_at,
+            next_attempt_at=next_at,
         )
 
 
