@@ -191,3 +191,15 @@ async def drain(runtime: Any) -> None:
         for run in claimed:
             await engine.execute(run)
         await store.flush()
+
+
+async def pass_once(runtime: Any) -> int:
+    """Claim what is due by the engine's clock and execute it, like one worker poll."""
+    engine = runtime.engine
+    claimed = await runtime.store.claim_runs(
+        owner=engine.owner, limit=10, lease_seconds=30, now=engine.clock.now()
+    )
+    for run in claimed:
+        await engine.execute(run)
+    await runtime.store.flush()
+    return len(claimed)

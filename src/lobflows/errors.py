@@ -141,3 +141,12 @@ class RunNotFoundError(RunError):
 
 class StoreError(LobflowsError):
     """The run store refused an operation."""
+
+
+class TaskNotFoundError(RunNotFoundError):
+    """No task has that id."""
+
+
+class DecisionRefusedError(LobflowsError):
+    """A decision or delegation the task does not accept: not an assignee,
+    the requester approving their own request, a closed task, a bad form."""

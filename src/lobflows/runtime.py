@@ -8,6 +8,7 @@ from pathlib import Path
 from lobflows import errors
 from lobflows.connectors import base as connectors
 from lobflows.engine import Engine, Worker, new_owner_id
+from lobflows.engine.tasks import LINK_KEY_SECRET, TaskLinks
 from lobflows.secrets import SecretStore
 from lobflows.settings import Settings
 from lobflows.spec import loader
@@ -43,6 +44,7 @@ class Runtime:
             connections=connections,
             owner=new_owner_id(),
             lease_seconds=settings.lease_seconds,
+            links=task_links(settings, secrets),
         )
         await engine.register_flows()
         worker = Worker(
@@ -62,6 +64,12 @@ class Runtime:
         for connection in self.engine.connections.values():
             await connection.close()
         await self.store.close()
+
+
+def task_links(settings: Settings, secrets: SecretStore) -> TaskLinks:
+    """Signed task links, keyed by the secret task_link_key when it is set."""
+    key = secrets.get(LINK_KEY_SECRET) if LINK_KEY_SECRET in secrets.names() else None
+    return TaskLinks(public_url=settings.public_url, key=key)
 
 
 async def open_store(settings: Settings) -> RunStore:

@@ -27,6 +27,11 @@ class Settings(pydantic.BaseModel):
     api_token: str | None = pydantic.Field(
         default=None, description="Bearer token for the REST API; unset disables it."
     )
+    public_url: str = pydantic.Field(
+        default="http://127.0.0.1:8080",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Base URL people reach the server at, for links in task messages.",
+    )
     lease_seconds: float = pydantic.Field(
         default=30.0,
         gt=0,

@@ -17,6 +17,7 @@ from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.spec import loader
 from lobflows.testing.servers import ServerThread
+from tests.support import pass_once
 
 pytestmark = pytest.mark.integration
 
@@ -79,15 +80,6 @@ async def setup(store_url: str, tmp_path: Path):
         runtime.engine.clock = ManualClock()
         yield runtime, service
         await runtime.close()
-
-
-async def pass_once(runtime: Runtime) -> None:
-    engine = runtime.engine
-    for run in await runtime.store.claim_runs(
-        owner=engine.owner, limit=10, lease_seconds=30, now=engine.clock.now()
-    ):
-        await engine.execute(run)
-    await runtime.store.flush()
 
 
 async def test_branches_all_finish_before_the_run_goes_on(setup):

@@ -10,6 +10,7 @@ import pytest
 from lobflows.engine.clock import ManualClock
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
+from tests.support import pass_once
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +43,6 @@ async def runtime(store_url: str, tmp_path: Path, request: pytest.FixtureRequest
     opened.engine.clock = ManualClock()
     yield opened
     await opened.close()
-
-
-async def pass_once(runtime: Runtime) -> int:
-    """Claim what is due by the engine's clock and execute it, like a worker poll."""
-    engine = runtime.engine
-    claimed = await runtime.store.claim_runs(
-        owner=engine.owner, limit=10, lease_seconds=30, now=engine.clock.now()
-    )
-    for run in claimed:
-        await engine.execute(run)
-    await runtime.store.flush()
-    return len(claimed)
 
 
 async def test_a_sleeping_run_waits_for_its_time_without_a_worker(runtime: Runtime):

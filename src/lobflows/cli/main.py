@@ -128,6 +128,14 @@ def main_options(
             show_default=False,
         ),
     ] = None,
+    public_url: Annotated[
+        str,
+        typer.Option(
+            "--public-url",
+            envvar="LOBFLOWS_PUBLIC_URL",
+            help="Base URL people reach the server at, for task links.",
+        ),
+    ] = "http://127.0.0.1:8080",
     lease_seconds: Annotated[
         float,
         typer.Option(
@@ -184,6 +192,7 @@ def main_options(
             database_url=db,
             secrets_file=secrets_file,
             api_token=api_token,
+            public_url=public_url,
             lease_seconds=lease_seconds,
             concurrency=concurrency,
             poll_interval_seconds=poll_interval,
@@ -192,7 +201,7 @@ def main_options(
             log_format=log_format.value,
         )
     except Exception as exc:
-        _fail(f"invalid setting: {exc}", EXIT_USAGE)
+        fail(f"invalid setting: {exc}", EXIT_USAGE)
     options.verbose = verbose
     logs.configure(
         level=options.settings.log_level,
@@ -200,7 +209,7 @@ def main_options(
     )
 
 
-def _fail(message: str, code: int, hint: str | None = None) -> None:
+def fail(message: str, code: int, hint: str | None = None) -> None:
     err_console.print(
         f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
     )
@@ -220,17 +229,17 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
             err_console.print(
                 str(problem), highlight=False, soft_wrap=True, markup=False
             )
-        _fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
+        fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
     except errors.RunNotFoundError as exc:
-        _fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), EXIT_NOT_FOUND)
     except errors.LobflowsError as exc:
-        _fail(str(exc), EXIT_CONFIGURATION)
+        fail(str(exc), EXIT_CONFIGURATION)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as exc:
         if options.verbose:
             err_console.print_exception()
-        _fail(
+        fail(
             f"unexpected {type(exc).__name__}: {exc}",
             EXIT_INTERNAL,
             "run again with --verbose to see the traceback",
@@ -251,9 +260,9 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return orjson.loads(path.read_bytes())
     except OSError as exc:
-        _fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
+        fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
     except orjson.JSONDecodeError as exc:
-        _fail(f"{what} {path} is not valid JSON: {exc}", EXIT_USAGE)
+        fail(f"{what} {path} is not valid JSON: {exc}", EXIT_USAGE)
 
 
 # -- definitions ------------------------------------------------------------
@@ -307,7 +316,7 @@ def validate(
     for problem in problems:
         err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
     if problems or not files:
-        _fail(
+        fail(
             f"{len(problems)} problem(s) in {len(files)} file(s)"
             if files
             else "no flow files found",
@@ -421,7 +430,7 @@ async def _flow_name(path: Path) -> str:
 # -- inspecting -------------------------------------------------------------
 
 
-async def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+async def with_store(action: Callable[[Any], Awaitable[T]]) -> T:
     from lobflows.runtime import open_store
 
     store = await open_store(options.settings)
@@ -442,7 +451,7 @@ def runs_list(
     """List runs, newest first."""
     chosen = status.value if status else None
     runs = run_async(
-        _with_store(lambda s: s.list_runs(flow=flow, status=chosen, limit=limit))
+        with_store(lambda s: s.list_runs(flow=flow, status=chosen, limit=limit))
     )
     console.print(views.runs_table(runs))
 
@@ -462,7 +471,7 @@ def runs_show(
         run = await store.find_run(run_id)
         return run, await store.attempts(run.id), await store.children(run.id)
 
-    run, attempts, children = run_async(_with_store(load))
+    run, attempts, children = run_async(with_store(load))
     views.print_run(console, run, attempts, with_data=data, children=tuple(children))
 
 
@@ -486,23 +495,23 @@ def signal(
         await store.send_signal(run.id, name, payload)
         return run.id
 
-    sent_to = run_async(_with_store(send))
+    sent_to = run_async(with_store(send))
     console.print(f"Signal {name!r} sent to run {sent_to}.", highlight=False)
 
 
 @flows_app.command("list")
 def flows_list() -> None:
     """Every flow's versions, as stored by serve and worker, with runs in flight."""
-    versions = run_async(_with_store(lambda s: s.flow_versions()))
+    versions = run_async(with_store(lambda s: s.flow_versions()))
     console.print(views.flow_versions_table(versions))
 
 
 @flows_app.command("show")
 def flows_show(flow: Annotated[str, typer.Argument(help="Flow name.")]) -> None:
     """One flow's versions: when each was stored and how many runs it still has."""
-    versions = run_async(_with_store(lambda s: s.flow_versions(flow)))
+    versions = run_async(with_store(lambda s: s.flow_versions(flow)))
     if not versions:
-        _fail(
+        fail(
             f"no stored versions of flow {flow!r}",
             EXIT_NOT_FOUND,
             "a flow is stored when serve or worker loads it",
@@ -520,7 +529,7 @@ def dlq_list(
     """List dead letters, newest first."""
     chosen = None if status is LetterStatus.all else status.value
     letters = run_async(
-        _with_store(lambda s: s.dead_letters(status=chosen, limit=limit))
+        with_store(lambda s: s.dead_letters(status=chosen, limit=limit))
     )
     console.print(views.dead_letters_table(letters))
 
@@ -549,7 +558,7 @@ def dlq_show(
         letter = await store.dead_letter(dead_letter_id)
         return letter, await store.get_run(letter.run_id)
 
-    letter, run = run_async(_with_store(load))
+    letter, run = run_async(with_store(load))
     if input_only or run_input_only:
         sys.stdout.write(
             json.dumps(
@@ -601,7 +610,7 @@ def dlq_replay(
     async def replay(store: Any) -> str:
         letter = await store.dead_letter(dead_letter_id)
         if corrected is not None and letter.step_input is None:
-            _fail(
+            fail(
                 f"step {letter.step!r} takes no input of its own: it reads the run's input",
                 EXIT_USAGE,
                 f"correct the run's input instead: lobflows dlq replay {dead_letter_id} --run-input FILE",
@@ -610,7 +619,7 @@ def dlq_replay(
             dead_letter_id, corrected_input=corrected, corrected_run_input=corrected_run
         )
 
-    run_id = run_async(_with_store(replay))
+    run_id = run_async(with_store(replay))
     console.print(f"Run {run_id} queued again from its failed step.", highlight=False)
     if flows_dir is not None:
         raise typer.Exit(
@@ -625,7 +634,7 @@ def dlq_discard(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
 ) -> None:
     """Close a dead letter without replaying it."""
-    run_async(_with_store(lambda s: s.discard_dead_letter(dead_letter_id)))
+    run_async(with_store(lambda s: s.discard_dead_letter(dead_letter_id)))
     console.print(f"Dead letter {dead_letter_id} discarded.")
 
 
@@ -638,9 +647,7 @@ def prune(
     """Delete finished runs past their flow's retention and give the space back."""
     from lobflows.store import retention
 
-    removed = run_async(
-        _with_store(lambda s: retention.prune(s, batch_size=batch_size))
-    )
+    removed = run_async(with_store(lambda s: retention.prune(s, batch_size=batch_size)))
     console.print(f"Pruned {removed} run(s).")
 
 
@@ -667,6 +674,12 @@ def demo(
             )
         )
     )
+
+
+# Sub-commands kept in modules of their own; they use the helpers above.
+from lobflows.cli.tasks import tasks_app  # noqa: E402
+
+app.add_typer(tasks_app, name="tasks")
 
 
 def main() -> None:

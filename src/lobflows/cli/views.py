@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lobflows.secrets import redactor
 from lobflows.store import Attempt, DeadLetter, RunRecord
+from lobflows.store.tasks import TaskAction, TaskRecord
 
 STATUS_STYLE = {
     "waiting": "magenta",
@@ -23,6 +24,10 @@ STATUS_STYLE = {
     "open": "red",
     "replayed": "green",
     "discarded": "dim",
+    "approved": "green",
+    "completed": "green",
+    "rejected": "red",
+    "timed_out": "red",
 }
 MAX_SHOWN_CHARACTERS = 2000
 
@@ -202,3 +207,60 @@ def print_dead_letter(console: Console, letter: DeadLetter, run: RunRecord) -> N
         f"[dim]to correct: {escape(fix)}\nto retry as is: lobflows dlq replay {letter.id}   to close: lobflows dlq discard {letter.id}[/]",
         highlight=False,
     )
+
+
+def tasks_table(tasks: list[TaskRecord]) -> Table:
+    table = Table(title=f"{len(tasks)} task(s)", title_justify="left")
+    for column in ("id", "title", "kind", "status", "assignees", "due (UTC)", "run"):
+        table.add_column(column, overflow="fold")
+    for t in tasks:
+        table.add_row(
+            t.id[:12],
+            plain(t.title, 60),
+            t.kind
+            if t.kind == "review"
+            else f"approval {t.required}/{len(t.assignees)}",
+            status(t.status),
+            plain(", ".join(t.assignees), 60),
+            when(t.due_at),
+            t.run_id[:12],
+        )
+    return table
+
+
+def print_task(console: Console, task: TaskRecord, actions: list[TaskAction]) -> None:
+    console.print(
+        f"[bold]Task {task.id}[/]  {status(task.status)}  {task.kind}", highlight=False
+    )
+    console.print(f"[bold]{plain(task.title)}[/]", highlight=False)
+    if task.description:
+        console.print(plain(task.description), highlight=False)
+    needed = (
+        f"  ({task.required} approval(s) needed)" if task.kind == "approval" else ""
+    )
+    console.print(
+        f"assignees: {plain(', '.join(task.assignees))}{needed}", highlight=False
+    )
+    if task.requester:
+        console.print(f"requested by {plain(task.requester)}", highlight=False)
+    console.print(
+        f"run {task.run_id}  flow {task.flow}  step {task.step}  "
+        f"opened {when(task.created_at)} UTC  due {when(task.due_at)} UTC",
+        highlight=False,
+    )
+    if task.form:
+        fields = ", ".join(
+            f"{f['name']} ({f['type']}{', required' if f.get('required') else ''})"
+            for f in task.form
+        )
+        console.print(f"form: {plain(fields)}", highlight=False)
+    table = Table(title="history", title_justify="left")
+    for column in ("at (UTC)", "action", "by", "for", "comment"):
+        table.add_column(column, overflow="fold")
+    for a in actions:
+        table.add_row(
+            when(a.at), a.action, plain(a.by), plain(a.for_user), plain(a.comment)
+        )
+    console.print(table)
+    if task.data:
+        console.print("form data:", shown(task.data), highlight=False)

@@ -124,7 +124,12 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
     for flow in project.flows.values():
         poll = (flow.document.get("trigger") or {}).get("poll")
         calls = [(("trigger", "poll"), poll)] if isinstance(poll, dict) else []
-        for location, step in [*calls, *step_locations(flow.document)]:
+        steps = step_locations(flow.document)
+        problems.extend(_role_problems(flow, steps, project.roles))
+        for location, task in _task_specs(steps):
+            if isinstance(task.get("notify"), dict):
+                calls.append(((*location, "task", "notify"), task["notify"]))
+        for location, step in [*calls, *steps]:
             if not isinstance(step.get("call"), str) or "." not in step["call"]:
                 continue
             name, action = step["call"].split(".", 1)
@@ -141,6 +146,37 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
                         message=message,
                     )
                 )
+    return problems
+
+
+def _task_specs(steps: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    return [
+        (location, step["task"])
+        for location, step in steps
+        if isinstance(step.get("task"), dict)
+    ]
+
+
+def _role_problems(
+    flow: Any, steps: list[Any], roles: dict[str, list[str]]
+) -> list[errors.Problem]:
+    """Task assignees naming a role (not a template) that roles.yaml lacks."""
+    problems = []
+    for location, task in _task_specs(steps):
+        for i, assignee in enumerate(task.get("assignees") or []):
+            role = assignee.get("role") if isinstance(assignee, dict) else None
+            if not isinstance(role, str) or "{" in role or role in roles:
+                continue
+            known = ", ".join(sorted(roles)) or "none (no roles.yaml beside the flow)"
+            where = (*location, "task", "assignees", i, "role")
+            problems.append(
+                errors.Problem(
+                    path=flow.path,
+                    line=flow.lines.get(where),
+                    field=_dotted_steps(where),
+                    message=f"no role named {role!r}; roles: {known}",
+                )
+            )
     return problems
 
 

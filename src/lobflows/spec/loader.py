@@ -19,6 +19,7 @@ from lobflows.spec import models
 from lobflows.transform import templates
 
 CONNECTIONS_FILE = "connections.yaml"
+ROLES_FILE = "roles.yaml"
 FLOW_SUFFIXES = (".yaml", ".yml")
 Location = tuple[str | int, ...]
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -45,6 +46,8 @@ class Project:
 
     flows: dict[str, LoadedFlow]
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Role name to its members' user ids, for task assignees.
+    roles: dict[str, list[str]] = field(default_factory=dict)
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
@@ -150,7 +153,7 @@ def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, A
                 continue
             here = (*location, i)
             found.append((here, step))
-            for key in ("then", "else", "default"):
+            for key in ("then", "else", "default", "escalate"):
                 walk(step.get(key), (*here, key))
             for case, block in (step.get("cases") or {}).items():
                 walk(block, (*here, "cases", case))
@@ -178,7 +181,16 @@ def _template_problems(
                     path,
                     problems,
                 )
-        for key in ("map", "with", "respond", "subflow", "sleep", "emit", "foreach"):
+        for key in (
+            "map",
+            "with",
+            "respond",
+            "subflow",
+            "sleep",
+            "emit",
+            "foreach",
+            "task",
+        ):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(
                     templates.compile_template, text, where, lines, path, problems
@@ -245,8 +257,8 @@ def load_flow_file(path: Path) -> LoadedFlow:
 def flow_files(paths: Iterable[Path]) -> list[Path]:
     """The flow files named, and the ``*.yaml`` files directly inside folders named.
 
-    Inside a folder, ``connections.yaml``, ``secrets*.yaml`` and hidden files
-    are not flows.
+    Inside a folder, ``connections.yaml``, ``roles.yaml``, ``secrets*.yaml``
+    and hidden files are not flows.
     """
     found: list[Path] = []
     for path in paths:
@@ -264,7 +276,9 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _may_be_flow(path: Path) -> bool:
-    return path.name != CONNECTIONS_FILE and not path.name.startswith((".", "secrets"))
+    return path.name not in (CONNECTIONS_FILE, ROLES_FILE) and not path.name.startswith(
+        (".", "secrets")
+    )
 
 
 def load_project(folder: Path) -> Project:
@@ -294,7 +308,11 @@ def load_project(folder: Path) -> Project:
         raise errors.FlowFileError(str(folder), problems)
     if not flows:
         raise errors.ConfigurationError(f"no flow files (*.yaml) found in {folder}")
-    return Project(flows=flows, connections=load_connections(folder / CONNECTIONS_FILE))
+    return Project(
+        flows=flows,
+        connections=load_connections(folder / CONNECTIONS_FILE),
+        roles=load_roles(folder / ROLES_FILE),
+    )
 
 
 def subflow_problems(project: Project) -> list[errors.Problem]:
@@ -317,6 +335,37 @@ def subflow_problems(project: Project) -> list[errors.Problem]:
                     )
                 )
     return problems
+
+
+def load_roles(path: Path) -> dict[str, list[str]]:
+    """Read a roles file: ``roles:`` mapping each role name to a list of user ids."""
+    if not path.exists():
+        return {}
+    document, lines = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    roles = (document or {}).get("roles") if isinstance(document, dict) else None
+    if not isinstance(roles, dict):
+        problem = errors.Problem(
+            path=str(path),
+            line=1,
+            field="roles",
+            message="expected a mapping of role name to a list of user ids",
+        )
+        raise errors.FlowFileError(str(path), [problem])
+    problems = [
+        errors.Problem(
+            path=str(path),
+            line=lines.get(("roles", name)),
+            field=f"roles.{name}",
+            message="expected a non-empty list of user ids (text)",
+        )
+        for name, members in roles.items()
+        if not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) and m.strip() for m in members)
+    ]
+    if problems:
+        raise errors.FlowFileError(str(path), problems)
+    return {str(name): [m.strip() for m in members] for name, members in roles.items()}
 
 
 def load_connections(path: Path) -> dict[str, dict[str, Any]]:

@@ -36,9 +36,12 @@ STEP_KINDS = (
     "emit",
     "foreach",
     "parallel",
+    "task",
 )
 # Steps that may run inside parallel branches: ones that finish in one pass.
 BRANCH_STEP_KINDS = ("map", "call", "if", "switch", "emit")
+# First path segments the server keeps for itself (REST API, task pages).
+RESERVED_PATHS = ("api", "tasks")
 TRIGGER_KINDS = ("webhook", "schedule", "event", "poll", "manual")
 
 
@@ -106,6 +109,17 @@ class WebhookTrigger(Model):
         description="async answers 202 once stored; sync waits for the respond step.",
     )
     sync_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("path")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        clean = value.rstrip("/") or "/"
+        if clean == "/healthz" or clean.split("/")[1] in RESERVED_PATHS:
+            raise ValueError(
+                f"{value!r} is served by LoB Flows itself; choose a path outside "
+                "/api, /tasks and /healthz, e.g. /hooks/..."
+            )
+        return value
 
 
 class ScheduleTrigger(Model):
@@ -396,6 +410,154 @@ class ParallelStep(StepBase):
         return branches
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds of a duration: a number of seconds, or text such as 90s, 30m, 4h, 3d, 1w."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = DURATION_PATTERN.match(str(value))
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration; expected seconds or a number with s, m, h, d or w, e.g. 3d"
+            )
+        seconds = float(match[1]) * DURATION_UNITS[match[2] or "s"]
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be longer than zero")
+    return seconds
+
+
+def _duration_or_template(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and "{" in value):
+        return value
+    parse_duration(value)
+    return value
+
+
+class Assignee(Model):
+    """Who may act on a task: a user, or the members of a role."""
+
+    user: str | None = Field(
+        default=None,
+        description="A user id (an email address), or a template giving one, e.g. {{ input.manager }}.",
+    )
+    role: str | None = Field(
+        default=None,
+        description="A role of roles.yaml, or a template giving its name.",
+    )
+    pick: Literal["all", "round_robin"] = Field(
+        default="all",
+        description="all: every member; round_robin: one member, in turn across runs.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Assignee:
+        if (self.user is None) == (self.role is None):
+            raise ValueError("expected exactly one of: user, role")
+        if self.user is not None and self.pick != "all":
+            raise ValueError("pick applies to a role, not to a user")
+        return self
+
+
+class FormField(Model):
+    """A field the person deciding a task fills in."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    label: str | None = None
+    type: Literal["text", "number", "boolean", "date", "choice"] = "text"
+    required: bool = False
+    choices: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _choices(self) -> FormField:
+        if (self.type == "choice") != bool(self.choices):
+            raise ValueError("choices are given exactly when the type is choice")
+        return self
+
+
+class Notify(Model):
+    """The call that tells each assignee of a task, and reminds them.
+
+    Its `with` templates see the run data and ``task``: id, title, assignee,
+    due_at, reminder (true on reminders) and links (open, approve, reject:
+    signed one-click links for that assignee).
+    """
+
+    call: str = Field(
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action"
+    )
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class Task(Model):
+    kind: Literal["approval", "review"] = Field(
+        default="approval",
+        description="approval: approve or reject; review: complete the form.",
+    )
+    title: str = Field(min_length=1, description="Template; what is asked.")
+    description: str | None = Field(default=None, description="Template.")
+    assignees: list[Assignee] = Field(min_length=1)
+    required: int = Field(
+        default=1, ge=1, le=100, description="Approvals needed (N of the M assignees)."
+    )
+    requester: str | None = Field(
+        default=None,
+        description="Template giving who asked; they may not approve their own request.",
+    )
+    form: list[FormField] = Field(default_factory=list)
+    due_in: float | str | None = Field(
+        default=None,
+        description="Deadline after creation: seconds, 3d, 4h, or a template giving one.",
+    )
+    remind_before: list[float | str] = Field(
+        default_factory=list,
+        description="Remind the assignees this long before the deadline, e.g. [1d].",
+    )
+    notify: Notify | None = None
+
+    @field_validator("due_in")
+    @classmethod
+    def _due_in(cls, value: Any) -> Any:
+        return _duration_or_template(value)
+
+    @field_validator("remind_before")
+    @classmethod
+    def _reminders(cls, values: list[Any]) -> list[Any]:
+        for value in values:
+            parse_duration(value)
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Task:
+        if self.remind_before and self.due_in is None:
+            raise ValueError("remind_before needs a due_in deadline")
+        if self.kind == "review" and self.required != 1:
+            raise ValueError(
+                "a review is completed by one person; required applies to approvals"
+            )
+        return self
+
+
+class TaskStep(StepBase):
+    """Waits for people: an approval (N of M) or a review form, with a deadline.
+
+    The run parks as a row until the task is decided. Its output has
+    ``outcome`` (approved, rejected, completed or timed_out), ``decisions``
+    and ``data`` (the form). When the deadline passes, the task closes as
+    timed_out and the ``escalate`` steps run.
+    """
+
+    task: Task
+    escalate: list[Step] = Field(
+        default_factory=list, description="Steps run when the deadline passes."
+    )
+
+
 class Emit(Model):
     topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
     data: Any = Field(
@@ -431,7 +593,8 @@ Step = Annotated[
     | Annotated[SubflowStep, Tag("subflow")]
     | Annotated[EmitStep, Tag("emit")]
     | Annotated[ForeachStep, Tag("foreach")]
-    | Annotated[ParallelStep, Tag("parallel")],
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[TaskStep, Tag("task")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -451,6 +614,7 @@ _KIND_OF_CLASS: dict[type, str] = {
     EmitStep: "emit",
     ForeachStep: "foreach",
     ParallelStep: "parallel",
+    TaskStep: "task",
 }
 
 
@@ -486,7 +650,7 @@ class Flow(Model):
 
 
 def step_kind(step: StepBase) -> str:
-    """The kind of a step: map, call, if, switch or respond."""
+    """The kind of a step, e.g. map, call or task."""
     return _KIND_OF_CLASS[type(step)]
 
 
@@ -499,6 +663,8 @@ def child_blocks(step: StepBase) -> list[tuple[str, list[Any]]]:
         return [*blocks, ("default", step.default)]
     if isinstance(step, ParallelStep):
         return [(f"branch:{name}", steps) for name, steps in step.parallel.items()]
+    if isinstance(step, TaskStep):
+        return [("escalate", step.escalate)]
     return []
 
 
@@ -518,5 +684,6 @@ def slug(text: str) -> str:
 
 IfStep.model_rebuild()
 ParallelStep.model_rebuild()
+TaskStep.model_rebuild()
 SwitchStep.model_rebuild()
 Flow.model_rebuild()

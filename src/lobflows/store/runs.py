@@ -21,13 +21,14 @@ from lobflows.store.records import Attempt, RunRecord, new_run_id
 from lobflows.store.retention import RetentionOps
 from lobflows.store.schedules import ScheduleOps
 from lobflows.store.signals import SignalOps
+from lobflows.store.tasks import TaskOps
 
 
-class RunStore(SignalOps, ScheduleOps, DeadLetterOps, RetentionOps):
+class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps):
     """Durable state of every run, shared by all workers of one installation.
 
-    Runs, claims and the step journal live here; waits and signals, schedules,
-    dead letters and retention each have a module of their own.
+    Runs, claims and the step journal live here; waits and signals, tasks,
+    schedules, dead letters and retention each have a module of their own.
     """
 
     # -- flow versions -------------------------------------------------

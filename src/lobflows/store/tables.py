@@ -160,3 +160,63 @@ poll_states = sa.Table(
     sa.Column("watermark", Json),
     sa.Column("polled_at", Time, nullable=False),
 )
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("flow", sa.String(200), nullable=False),
+    # approval | review
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text),
+    # open -> approved | rejected | completed | timed_out | cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("assignees", Json, nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("requester", sa.String(320)),
+    sa.Column("form", Json, nullable=False),
+    # The form as submitted by the decision that closed the task.
+    sa.Column("data", Json),
+    sa.Column("due_at", Time),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("closed_at", Time),
+    sa.UniqueConstraint("run_id", "step"),
+    sa.Index("ix_tasks_status_created_at", "status", "created_at"),
+)
+
+task_actions = sa.Table(
+    "task_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id",
+        sa.String(32),
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # approve | reject | complete | delegate | notify | timeout
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("by", sa.String(320)),
+    # The assignee a delegate acted for; the user delegated to, for delegate.
+    sa.Column("for_user", sa.String(320)),
+    sa.Column("data", Json),
+    sa.Column("comment", sa.Text),
+    sa.Column("at", Time, nullable=False),
+    sa.Index("ix_task_actions_task_id", "task_id", "id"),
+)
+
+rotations = sa.Table(
+    "rotations",
+    metadata,
+    # Round-robin assignment: the next position in each role's member list.
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+)

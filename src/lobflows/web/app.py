@@ -13,10 +13,12 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from lobflows import errors
+from lobflows.engine import tasks as task_rules
 from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.triggers.webhook import WebhookRoutes
+from lobflows.web.tasks import TaskPages, task_summary
 
 
 def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
@@ -29,6 +31,7 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
         Mount("/api", app=create_api(runtime)),
+        *TaskPages(runtime).routes(),
         Route("/{path:path}", webhooks.handle, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
@@ -102,6 +105,74 @@ def create_api(runtime: Runtime) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         return {"run_id": run.id, "signal": name}
 
+    @app.get("/tasks")
+    async def list_tasks(
+        request: Request,
+        status: str = "open",
+        user: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Tasks, newest first; `user` keeps those they may act on."""
+        _authorize(runtime, request)
+        found = await runtime.store.list_tasks(
+            status=None if status == "all" else status,
+            user=user,
+            limit=max(1, min(limit, 1000)),
+        )
+        return {"tasks": [task_summary(t) for t in found]}
+
+    @app.get("/tasks/{task_id}")
+    async def get_task(task_id: str, request: Request) -> dict[str, Any]:
+        _authorize(runtime, request)
+        try:
+            task = await runtime.store.find_task(task_id)
+        except errors.TaskNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return task_summary(task, await runtime.store.task_actions(task.id))
+
+    @app.post("/tasks/{task_id}/decisions")
+    async def decide(task_id: str, request: Request) -> dict[str, Any]:
+        """Body: decision, by, and optionally data (the form) and comment."""
+        _authorize(runtime, request)
+        body = await _json_object(request)
+        decision, by = body.get("decision"), body.get("by")
+        if not isinstance(decision, str) or not isinstance(by, str) or not by.strip():
+            raise HTTPException(400, "give decision and by, as text")
+        comment = body.get("comment")
+        if comment is not None and not isinstance(comment, str):
+            raise HTTPException(400, "comment must be text")
+        try:
+            task = await task_rules.decide(
+                runtime.store,
+                task_id,
+                by=by,
+                decision=decision,
+                data=body.get("data"),
+                comment=comment,
+            )
+        except errors.TaskNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except errors.DecisionRefusedError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return task_summary(task)
+
+    @app.post("/tasks/{task_id}/delegations")
+    async def delegate(task_id: str, request: Request) -> dict[str, Any]:
+        """Body: from (an assignee) and to (who decides in their place)."""
+        _authorize(runtime, request)
+        body = await _json_object(request)
+        by, to = body.get("from"), body.get("to")
+        if not isinstance(by, str) or not isinstance(to, str):
+            raise HTTPException(400, "give from and to, as text")
+        try:
+            task = await runtime.store.find_task(task_id)
+            await runtime.store.delegate(task.id, by=by, to=to)
+        except errors.TaskNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except errors.DecisionRefusedError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"task_id": task.id, "from": by.strip(), "to": to.strip()}
+
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
@@ -109,6 +180,17 @@ def create_api(runtime: Runtime) -> FastAPI:
         )
 
     return app
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "body must be a JSON object")
+    return body
 
 
 def _authorize(runtime: Runtime, request: Request) -> None:
