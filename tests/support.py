@@ -10,10 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from lobflows.store import RunRecord, RunStore
 from lobflows.triggers.webhook import sign
@@ -203,3 +208,26 @@ async def pass_once(runtime: Any) -> int:
         await engine.execute(run)
     await runtime.store.flush()
     return len(claimed)
+
+
+class Service:
+    """A local HTTP service that answers every request with JSON, failing the
+    next few calls of a path with a chosen status; it keeps every call in order."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.log: list[str] = []
+        self.failures: dict[str, list[int]] = {}
+
+    def app(self) -> Starlette:
+        async def handle(request: Request) -> JSONResponse:
+            path = request.url.path
+            self.calls[path] += 1
+            self.log.append(f"{request.method} {path}")
+            pending = self.failures.get(path)
+            if pending:
+                return JSONResponse({"error": "no"}, status_code=pending.pop(0))
+            return JSONResponse({"ok": True, "path": path})
+
+        methods = ["POST", "PUT", "DELETE", "GET"]
+        return Starlette(routes=[Route("/{path:path}", handle, methods=methods)])

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from lobflows import errors
 from lobflows.engine.clock import ManualClock
@@ -17,7 +12,7 @@ from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.spec import loader
 from lobflows.testing.servers import ServerThread
-from tests.support import pass_once
+from tests.support import Service, pass_once
 
 pytestmark = pytest.mark.integration
 
@@ -47,25 +42,6 @@ steps:
   - id: done
     map: {ok: true}
 """
-
-
-class Service:
-    """Answers POSTs, failing the next few per path with a chosen status."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.failures: dict[str, list[int]] = {}
-
-    def app(self) -> Starlette:
-        async def handle(request: Request) -> JSONResponse:
-            path = request.url.path
-            self.calls[path] += 1
-            pending = self.failures.get(path)
-            if pending:
-                return JSONResponse({"error": "no"}, status_code=pending.pop(0))
-            return JSONResponse({"ok": True})
-
-        return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
 
 
 @pytest.fixture

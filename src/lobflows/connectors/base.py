@@ -129,6 +129,9 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
         for location, task in _task_specs(steps):
             if isinstance(task.get("notify"), dict):
                 calls.append(((*location, "task", "notify"), task["notify"]))
+        for location, step in steps:
+            if isinstance(step.get("undo"), dict):
+                calls.append(((*location, "undo"), step["undo"]))
         for location, step in [*calls, *steps]:
             if not isinstance(step.get("call"), str) or "." not in step["call"]:
                 continue

@@ -24,7 +24,7 @@ from lobflows.engine.clock import Clock, SystemClock
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.spec.loader import LoadedFlow, Project
-from lobflows.spec.models import step_kind
+from lobflows.spec.models import COMPENSATION_STEP, step_kind
 from lobflows.store import RunRecord, RunStore, records
 from lobflows.store.tasks import NewTask, TaskRecord, signal_name, task_outcome
 from lobflows.transform import mapping, templates
@@ -62,6 +62,8 @@ class _Pass:
     failures: dict[str, int] = field(default_factory=dict)
     # Inside parallel branches: failures wait here to be settled together.
     deferred: list[_Failure] | None = None
+    # In the undo phase: completed steps are being undone after a failure.
+    compensating: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,8 @@ class Engine:
                 },
             )
         try:
+            if COMPENSATION_STEP in completed:
+                raise await self._compensate(state)
             await self._run_block(state, flow.steps)
         except _Stop as stop:
             if stop.outcome.status == "failed":
@@ -326,7 +330,7 @@ class Engine:
                 },
             )
             raise _Stop(StepOutcome("waiting", next_attempt_at=until))
-        return await self._record_step(state, step, output, started_at)
+        return await self._record_step(state, step.id, output, started_at)
 
     async def _run_task_step(self, state: _Pass, step: models.TaskStep) -> Any:
         """Open the step's task once, tell its assignees, and park until it closes.
@@ -358,7 +362,7 @@ class Engine:
             )
             actions = await self.store.task_actions(task.id)
             output = task_outcome(task, actions)
-            return await self._record_step(state, step, output, started_at)
+            return await self._record_step(state, step.id, output, started_at)
         until = await self._notify_assignees(state, step, task, now)
         await self.store.record_wait(
             run_id=run.id,
@@ -576,7 +580,7 @@ class Engine:
         if stopped:
             raise stopped[0]  # released at shutdown
         return await self._record_step(
-            state, step, {"branches": list(step.parallel)}, started_at
+            state, step.id, {"branches": list(step.parallel)}, started_at
         )
 
     async def _settle_failures(self, state: _Pass, deferred: list[_Failure]) -> _Stop:
@@ -584,6 +588,8 @@ class Engine:
         or goes to the dead letter queue if any failed step cannot go on."""
         run = state.run
         dead = [d for d in deferred if d.next_attempt_at is None]
+        if dead and not state.compensating and self._undoable(state):
+            return await self._begin_compensation(state, deferred, dead[0])
         if dead:
             first = dead[0]
             for d in (d for d in deferred if d is not first):
@@ -654,6 +660,108 @@ class Engine:
             callback(earliest)
         return _Stop(StepOutcome("queued", next_attempt_at=earliest))
 
+    def _undoable(self, state: _Pass) -> list[models.CallStep]:
+        """Completed steps that declare an undo and are not undone yet, latest first."""
+        declared = {
+            step.id: step
+            for step in models.walk_steps(state.flow.steps)
+            if isinstance(step, models.CallStep) and step.undo is not None
+        }
+        return [
+            declared[step_id]
+            for step_id in reversed(state.completed)
+            if step_id in declared and undo_step_id(step_id) not in state.completed
+        ]
+
+    async def _begin_compensation(
+        self, state: _Pass, deferred: list[_Failure], failed: _Failure
+    ) -> _Stop:
+        """A step failed for good: journal it and enter the undo phase (a saga)."""
+        run = state.run
+        for d in deferred:
+            await self.store.record_attempt(
+                run_id=run.id,
+                step=d.step,
+                attempt=d.attempt,
+                status="dead" if d.next_attempt_at is None else "failed",
+                input=d.input,
+                error=d.error,
+                retryable=d.retryable,
+                started_at=d.started_at,
+                next_attempt_at=d.next_attempt_at,
+            )
+        cause = {
+            "step": failed.step,
+            "attempt": failed.attempt,
+            "input": failed.input,
+            "error": failed.error,
+            "retryable": failed.retryable,
+        }
+        await self._record_step(state, COMPENSATION_STEP, cause, time.time())
+        log.warning(
+            "Step failed for good; undoing the completed steps",
+            extra={
+                "event": "run_compensating",
+                "run_id": run.id,
+                "flow": run.flow,
+                "step": failed.step,
+                "undo": [s.id for s in self._undoable(state)],
+                "error": failed.error,
+            },
+        )
+        return await self._compensate(state)
+
+    async def _compensate(self, state: _Pass) -> _Stop:
+        """Undo the completed steps in reverse order, each journaled and retried
+        like any step; then the run goes to the dead letter queue for its cause."""
+        run = state.run
+        state.compensating = True
+        for step in self._undoable(state):
+            assert step.undo is not None
+            # Built from validated parts; its id is outside the step id pattern
+            # on purpose, so it never meets a step of the flow.
+            undo = models.CallStep.model_construct(
+                id=undo_step_id(step.id),
+                call=step.undo.call,
+                with_=step.undo.with_,
+                retry=step.undo.retry or step.retry,
+                timeout_seconds=step.timeout_seconds,
+                undo=None,
+            )
+            try:
+                await self._run_step(state, undo)
+            except _Stop as stop:
+                return stop
+        cause = state.completed[COMPENSATION_STEP]
+        undone = [
+            step_id[len("undo.") :]
+            for step_id in state.completed
+            if step_id.startswith("undo.")
+        ]
+        error = f"{cause['error']} (undone: {', '.join(undone) or 'nothing'})"
+        letter = await self.store.record_dead_letter(
+            run_id=run.id,
+            flow=run.flow,
+            step=cause["step"],
+            attempt=cause["attempt"],
+            input=cause["input"],
+            error=error,
+            retryable=cause["retryable"],
+            started_at=time.time(),
+        )
+        log.warning(
+            "Run compensated and moved to the dead letter queue",
+            extra={
+                "event": "run_compensated",
+                "run_id": run.id,
+                "flow": run.flow,
+                "step": cause["step"],
+                "undone": undone,
+                "dead_letter": letter,
+            },
+        )
+        return _Stop(StepOutcome("failed"))
+
     async def _run_subflow_step(self, state: _Pass, step: models.SubflowStep) -> Any:
         """Start the child run once, park until it ends, then take its result."""
         started_at = time.time()
@@ -676,7 +784,7 @@ class Engine:
                 started_at=started_at,
             )
         output = {"run_id": child.id, "result": _result_of(child)}
-        return await self._record_step(state, step, output, started_at)
+        return await self._record_step(state, step.id, output, started_at)
 
     async def _run_foreach_step(self, state: _Pass, step: models.ForeachStep) -> Any:
         """A child run per item or batch, at most `concurrency` at once; failures
@@ -715,7 +823,7 @@ class Engine:
             "succeeded": len(children) - failed,
             "failed": failed,
         }
-        return await self._record_step(state, step, output, started_at)
+        return await self._record_step(state, step.id, output, started_at)
 
     async def _step_value(
         self, state: _Pass, step: Any, value: Any, started_at: float
@@ -786,27 +894,28 @@ class Engine:
         raise _Stop(StepOutcome("waiting"))
 
     async def _record_step(
-        self, state: _Pass, step: Any, output: Any, started_at: float
+        self, state: _Pass, step_id: str, output: Any, started_at: float
     ) -> Any:
-        """Journal the success of a step that waited (sleep, wait, subflow, foreach)."""
+        """Journal the success of a step that waited (sleep, wait, task, subflow,
+        foreach), a parallel step, or the start of the undo phase."""
         run = state.run
         await self.store.record_success(
             run_id=run.id,
-            step=step.id,
+            step=step_id,
             attempt=1,
             input=None,
             output=redactor.redact_data(output),
             started_at=started_at,
         )
-        state.completed[step.id] = output
-        state.context["steps"][step.id] = output
+        state.completed[step_id] = output
+        state.context["steps"][step_id] = output
         log.info(
             "Step succeeded",
             extra={
                 "event": "step_succeeded",
                 "run_id": run.id,
                 "flow": run.flow,
-                "step": step.id,
+                "step": step_id,
                 "attempt": 1,
             },
         )
@@ -1129,6 +1238,11 @@ def _explain_cut_outputs(
         "budget and was cut, so it cannot be read after a restart: raise "
         "--step-data-budget-bytes"
     )
+
+
+def undo_step_id(step_id: str) -> str:
+    """The journal name of the call that undoes a step."""
+    return f"undo.{step_id}"
 
 
 def _uses_links(notify: models.Notify) -> bool:

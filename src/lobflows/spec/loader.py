@@ -190,6 +190,7 @@ def _template_problems(
             "emit",
             "foreach",
             "task",
+            "undo",
         ):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(

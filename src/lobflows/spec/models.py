@@ -40,6 +40,8 @@ STEP_KINDS = (
 )
 # Steps that may run inside parallel branches: ones that finish in one pass.
 BRANCH_STEP_KINDS = ("map", "call", "if", "switch", "emit")
+# The journal entry that starts a run's undo phase; undo calls are "undo.<step>".
+COMPENSATION_STEP = "compensation"
 # First path segments the server keeps for itself (REST API, task pages).
 RESERVED_PATHS = ("api", "tasks")
 TRIGGER_KINDS = ("webhook", "schedule", "event", "poll", "manual")
@@ -280,6 +282,19 @@ class MapStep(StepBase):
     map: dict[str, str | FieldRule | bool | int | float | None] = Field(min_length=1)
 
 
+class Undo(Model):
+    """The call that undoes a step's effect, e.g. cancelling what it created.
+
+    Its templates see the run data, the undone step's output included.
+    """
+
+    call: str = Field(
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action"
+    )
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    retry: RetryPolicy | None = None
+
+
 class CallStep(StepBase):
     """Calls an action of a connection."""
 
@@ -289,6 +304,10 @@ class CallStep(StepBase):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     retry: RetryPolicy | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    undo: Undo | None = Field(
+        default=None,
+        description="Undoes this call when a later step fails for good (a saga).",
+    )
 
 
 class IfStep(StepBase):
@@ -645,6 +664,10 @@ class Flow(Model):
                 continue
             if step.id in seen:
                 raise ValueError(f"step id {step.id!r} is used twice")
+            if step.id == COMPENSATION_STEP:
+                raise ValueError(
+                    f"step id {COMPENSATION_STEP!r} is kept for the run's undo phase"
+                )
             seen.add(step.id)
         return steps
 

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lobflows import errors
+from lobflows.spec.models import COMPENSATION_STEP
 from lobflows.store import tables
 from lobflows.store.base import StoreBase
 from lobflows.store.records import DeadLetter
@@ -36,6 +37,16 @@ class DeadLetterOps(StoreBase):
             raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
         return DeadLetter(**row._mapping)
 
+    async def _compensated(self, run_id: str) -> bool:
+        a = tables.step_attempts
+        query = sa.select(a.c.id).where(
+            a.c.run_id == run_id,
+            a.c.step == COMPENSATION_STEP,
+            a.c.status == "succeeded",
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query.limit(1))).first() is not None
+
     async def replay_dead_letter(
         self,
         dead_letter_id: int,
@@ -51,6 +62,12 @@ class DeadLetterOps(StoreBase):
         """
         letter = await self.dead_letter(dead_letter_id)
         run = await self.get_run(letter.run_id)
+        if not letter.step.startswith("undo.") and await self._compensated(run.id):
+            raise errors.StoreError(
+                f"run {run.id} was compensated (its completed steps were undone); "
+                "replaying it would go on from a state that no longer exists: "
+                "start a new run with its input instead"
+            )
         overrides = dict(run.overrides or {})
         if corrected_input is not None:
             overrides[letter.step] = corrected_input
