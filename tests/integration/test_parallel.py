@@ -66,7 +66,12 @@ async def test_branches_all_finish_before_the_run_goes_on(setup):
 
     assert (await runtime.store.get_run(run.id)).status == "succeeded"
     steps = await runtime.store.completed_steps(run.id)
-    assert steps["provision"] == {"branches": ["mail", "badge"]}
+    provision = steps["provision"]
+    assert provision["branches"] == ["mail", "badge"]
+    assert (sorted(provision["succeeded"]), provision["failed"]) == (
+        ["badge", "mail"],
+        {},
+    )
     assert service.calls == {"/mailbox": 1, "/badge": 1}
 
 
@@ -146,3 +151,106 @@ def test_a_wait_inside_a_branch_is_refused_at_load():
         errors.FlowFileError, match="a wait step cannot run in a parallel branch yet"
     ):
         loader.load_flow_text(text, "provision.yaml")
+
+
+RACE = """flow: race
+card:
+  trigger: by hand
+  data: {entity: quote, sensitivity: internal}
+  transform: none
+  target: a local service
+  on_failure: collect, then decide
+  owner: buying@example.com
+trigger: {manual: {}}
+retry: {max_attempts: 2, initial_delay_seconds: 10}
+steps:
+  - id: quotes
+    parallel:
+      alpha:
+        - id: ask_alpha
+          call: svc.request
+          with: {method: POST, path: /alpha}
+      beta:
+        - id: ask_beta
+          call: svc.request
+          with: {method: POST, path: /beta}
+      gamma:
+        - id: ask_gamma
+          call: svc.request
+          with: {method: POST, path: /gamma}
+    join: JOIN
+    on_branch_failure: collect
+"""
+
+
+@pytest.fixture
+async def race(store_url: str, tmp_path: Path, request: pytest.FixtureRequest):
+    service = Service()
+    with ServerThread(service.app()) as server:
+        (tmp_path / "race.yaml").write_text(RACE.replace("JOIN", str(request.param)))
+        (tmp_path / "connections.yaml").write_text(
+            f"connections:\n  svc: {{type: http, base_url: '{server.url}'}}\n"
+        )
+        runtime = await Runtime.open(Settings(database_url=store_url), tmp_path)
+        runtime.engine.clock = ManualClock()
+        yield runtime, service
+        await runtime.close()
+
+
+@pytest.mark.parametrize("race", [2], indirect=True)
+async def test_a_join_of_two_goes_on_without_the_retrying_branch(race):
+    runtime, service = race
+    service.failures["/gamma"] = [503]
+    run, _ = await runtime.engine.start_run("race", input={}, trigger="manual")
+
+    await pass_once(runtime)
+
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    quotes = (await runtime.store.completed_steps(run.id))["quotes"]
+    assert sorted(quotes["succeeded"]) == ["alpha", "beta"]
+    runtime.engine.clock.advance(3600)
+    assert await pass_once(runtime) == 0
+    assert service.calls["/gamma"] == 1  # its retry was dropped with the join met
+
+
+@pytest.mark.parametrize("race", ["all"], indirect=True)
+async def test_collected_branch_failures_are_noted_and_the_others_complete(race):
+    runtime, service = race
+    service.failures["/beta"] = [422]
+    service.failures["/gamma"] = [503]
+    run, _ = await runtime.engine.start_run("race", input={}, trigger="manual")
+
+    await pass_once(runtime)  # beta failed for good, gamma waits for its retry
+    assert (await runtime.store.get_run(run.id)).status == "queued"
+    runtime.engine.clock.advance(11)
+    await pass_once(runtime)
+
+    assert (await runtime.store.get_run(run.id)).status == "succeeded"
+    quotes = (await runtime.store.completed_steps(run.id))["quotes"]
+    assert sorted(quotes["succeeded"]) == ["alpha", "gamma"]
+    assert quotes["failed"]["beta"]["step"] == "ask_beta"
+    assert "422" in quotes["failed"]["beta"]["error"]
+    assert service.calls == {"/alpha": 1, "/beta": 1, "/gamma": 2}
+    assert await runtime.store.dead_letters() == []
+
+
+@pytest.mark.parametrize("race", ["any"], indirect=True)
+async def test_a_join_of_any_with_every_branch_failing_still_ends_the_step(race):
+    runtime, service = race
+    for path in ("/alpha", "/beta", "/gamma"):
+        service.failures[path] = [400]
+    run, _ = await runtime.engine.start_run("race", input={}, trigger="manual")
+
+    await pass_once(runtime)
+
+    quotes = (await runtime.store.completed_steps(run.id))["quotes"]
+    assert quotes["succeeded"] == []
+    assert sorted(quotes["failed"]) == ["alpha", "beta", "gamma"]
+
+
+def test_a_join_larger_than_the_branches_is_refused_at_load(tmp_path: Path):
+    path = tmp_path / "race.yaml"
+    path.write_text(RACE.replace("JOIN", "4"))
+    with pytest.raises(errors.FlowFileError) as refused:
+        loader.load_flow_file(path)
+    assert "join 4 is more than the 3 branches" in str(refused.value.problems[0])

@@ -561,26 +561,102 @@ class Engine:
         )
 
     async def _run_parallel_step(self, state: _Pass, step: models.ParallelStep) -> Any:
-        """Run the unfinished branches together; settle their failures once all stop."""
+        """Run the unfinished branches together until the join is met; settle
+        the failures of the others once they stop."""
         started_at = time.time()
+        collected = {
+            name: state.completed[branch_step_id(step.id, name)]
+            for name in step.parallel
+            if branch_step_id(step.id, name) in state.completed
+        }
         outer, state.deferred = state.deferred, []
         try:
-            results = await asyncio.gather(
-                *(self._run_block(state, steps) for steps in step.parallel.values()),
-                return_exceptions=True,
-            )
+            succeeded, stopped = await self._race_branches(state, step, collected)
         finally:
             deferred, state.deferred = state.deferred, outer
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, _Stop):
-                raise result
+        if step.on_branch_failure == "collect":
+            deferred = await self._collect_failures(state, step, deferred, collected)
+        ended = len(succeeded) + len(collected) == len(step.parallel)
+        if len(succeeded) >= step.needed() or (ended and not deferred):
+            for d in deferred:  # retries no longer needed: the join is met
+                await self._journal_failure(state, d, status="failed")
+            output = {
+                "branches": list(step.parallel),
+                "succeeded": succeeded,
+                "failed": collected,
+            }
+            return await self._record_step(state, step.id, output, started_at)
         if deferred:
             raise await self._settle_failures(state, deferred)
-        stopped = [r for r in results if isinstance(r, _Stop)]
-        if stopped:
-            raise stopped[0]  # released at shutdown
-        return await self._record_step(
-            state, step.id, {"branches": list(step.parallel)}, started_at
+        raise stopped[0]  # released at shutdown
+
+    async def _race_branches(
+        self, state: _Pass, step: models.ParallelStep, collected: dict[str, Any]
+    ) -> tuple[list[str], list[_Stop]]:
+        """Run branches until enough succeed; stop the rest. Returns the names
+        that succeeded, in the order they did, and the branches' stops."""
+        pending = {
+            asyncio.ensure_future(self._run_block(state, steps)): name
+            for name, steps in step.parallel.items()
+            if name not in collected
+        }
+        succeeded: list[str] = []
+        stopped: list[_Stop] = []
+        try:
+            while pending and len(succeeded) < step.needed():
+                done, _ = await asyncio.wait(
+                    pending, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    name = pending.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        succeeded.append(name)
+                    elif isinstance(error, _Stop):
+                        stopped.append(error)
+                    else:
+                        raise error
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return succeeded, stopped
+
+    async def _collect_failures(
+        self,
+        state: _Pass,
+        step: models.ParallelStep,
+        deferred: list[_Failure],
+        collected: dict[str, Any],
+    ) -> list[_Failure]:
+        """Note each branch that failed for good in the journal, where a resumed
+        run finds it; the failures still to be retried are returned."""
+        branch_of = {
+            inner.id: name
+            for name, steps in step.parallel.items()
+            for inner in models.walk_steps(steps)
+        }
+        for d in (d for d in deferred if d.next_attempt_at is None):
+            await self._journal_failure(state, d, status="dead")
+            name = branch_of[d.step]
+            collected[name] = {"step": d.step, "error": d.error}
+            await self._record_step(
+                state, branch_step_id(step.id, name), collected[name], time.time()
+            )
+        return [d for d in deferred if d.next_attempt_at is not None]
+
+    async def _journal_failure(self, state: _Pass, d: _Failure, *, status: str) -> None:
+        """Journal a failed attempt that changes nothing else about the run."""
+        await self.store.record_attempt(
+            run_id=state.run.id,
+            step=d.step,
+            attempt=d.attempt,
+            status=status,
+            input=d.input,
+            error=d.error,
+            retryable=d.retryable,
+            started_at=d.started_at,
+            next_attempt_at=d.next_attempt_at,
         )
 
     async def _settle_failures(self, state: _Pass, deferred: list[_Failure]) -> _Stop:
@@ -593,17 +669,8 @@ class Engine:
         if dead:
             first = dead[0]
             for d in (d for d in deferred if d is not first):
-                await self.store.record_attempt(
-                    run_id=run.id,
-                    step=d.step,
-                    attempt=d.attempt,
-                    status="failed" if d.next_attempt_at else "dead",
-                    input=d.input,
-                    error=d.error,
-                    retryable=d.retryable,
-                    started_at=d.started_at,
-                    next_attempt_at=d.next_attempt_at,
-                )
+                status = "failed" if d.next_attempt_at else "dead"
+                await self._journal_failure(state, d, status=status)
             letter = await self.store.record_dead_letter(
                 run_id=run.id,
                 flow=run.flow,
@@ -679,17 +746,8 @@ class Engine:
         """A step failed for good: journal it and enter the undo phase (a saga)."""
         run = state.run
         for d in deferred:
-            await self.store.record_attempt(
-                run_id=run.id,
-                step=d.step,
-                attempt=d.attempt,
-                status="dead" if d.next_attempt_at is None else "failed",
-                input=d.input,
-                error=d.error,
-                retryable=d.retryable,
-                started_at=d.started_at,
-                next_attempt_at=d.next_attempt_at,
-            )
+            status = "dead" if d.next_attempt_at is None else "failed"
+            await self._journal_failure(state, d, status=status)
         cause = {
             "step": failed.step,
             "attempt": failed.attempt,
@@ -1238,6 +1296,11 @@ def _explain_cut_outputs(
         "budget and was cut, so it cannot be read after a restart: raise "
         "--step-data-budget-bytes"
     )
+
+
+def branch_step_id(step_id: str, branch: str) -> str:
+    """The journal name of a branch that failed for good and was collected."""
+    return f"{step_id}.{branch}"
 
 
 def undo_step_id(step_id: str) -> str:

@@ -409,11 +409,38 @@ class ForeachStep(StepBase):
 
 
 class ParallelStep(StepBase):
-    """Runs its branches at the same time and goes on when all have finished."""
+    """Runs its branches at the same time and goes on when the join is met.
+
+    ``join`` is ``all`` (every branch), ``any`` (the first to finish) or a
+    number N (the first N); branches still running then are stopped. A branch
+    that fails for good fails the run (``on_branch_failure: fail``), or is
+    noted in the step's output and the others go on (``collect``).
+    """
 
     parallel: dict[str, list[Step]] = Field(
         min_length=2, description="Branch name to steps."
     )
+    join: Literal["all", "any"] | Annotated[int, Field(ge=1)] = Field(
+        default="all", description="all, any, or the number of branches to wait for."
+    )
+    on_branch_failure: Literal["fail", "collect"] = Field(
+        default="fail",
+        description="fail: the run fails; collect: noted in the output, the others go on.",
+    )
+
+    @model_validator(mode="after")
+    def _join_fits(self) -> ParallelStep:
+        if isinstance(self.join, int) and self.join > len(self.parallel):
+            raise ValueError(
+                f"join {self.join} is more than the {len(self.parallel)} branches"
+            )
+        return self
+
+    def needed(self) -> int:
+        """How many branches must succeed before the run goes on."""
+        if self.join == "all":
+            return len(self.parallel)
+        return 1 if self.join == "any" else int(self.join)
 
     @field_validator("parallel")
     @classmethod
