@@ -1,4 +1,5 @@
-"""Events: an event on a topic starts a run of every flow that listens.
+"""Events: an event on a topic starts a run of every flow that listens, and an
+event with a key goes on to the runs waiting for that topic and key.
 
 Events come from `emit` steps today and from broker subscriptions (RabbitMQ,
 NATS, Redis Streams, MQTT) through the same door: `EventRouter.deliver`
@@ -28,6 +29,8 @@ class Event:
     data: Any
     id: str
     source: str = "emit"
+    # Correlation key: runs waiting for this topic and key go on.
+    key: str | None = None
 
 
 def topic_pattern(topic: str) -> re.Pattern[str]:
@@ -51,7 +54,20 @@ class EventRouter:
         return [name for name, pattern in self.listeners if pattern.match(topic)]
 
     async def deliver(self, event: Event) -> list[str]:
-        """Store a run per listening flow; return their ids once all are stored."""
+        """Store a run per listening flow, and hand a keyed event to the runs
+        waiting for it; return the ids of the runs started, once all is stored."""
+        if event.key is not None:
+            woken = await self.engine.store.deliver_keyed_event(
+                topic=event.topic, key=event.key, event_id=event.id, data=event.data
+            )
+            log.info(
+                "Keyed event delivered",
+                extra={
+                    "event": "event_delivered",
+                    "topic": event.topic,
+                    "waiting_runs": len(woken),
+                },
+            )
         started = []
         for flow in self.flows_for(event.topic):
             run, _ = await self.engine.start_run(
@@ -66,7 +82,7 @@ class EventRouter:
                 dedupe_key=f"event:{event.id}",
             )
             started.append(run.id)
-        if not started:
+        if not started and event.key is None:
             log.debug(
                 "Event had no listening flow",
                 extra={"event": "event_unrouted", "topic": event.topic},

@@ -302,15 +302,15 @@ class Engine:
                 state, step, exc, attempt=1, step_input=None, started_at=started_at
             ) from None
         if isinstance(step, models.WaitStep):
-            output = await self.store.take_signal(
-                run_id=run.id, name=step.wait.signal, step=step.id
-            )
+            output = await self._take_signal(state, step, started_at)
             if output is None and until is not None and now >= until:
                 output = await self._wait_timed_out(state, step, started_at)
         else:
             output = {"slept_until": until} if now >= until else None
         if output is None:
-            signal = step.wait.signal if isinstance(step, models.WaitStep) else None
+            signal = (
+                step.wait.signal_name if isinstance(step, models.WaitStep) else None
+            )
             await self.store.record_wait(
                 run_id=run.id,
                 step=step.id,
@@ -331,6 +331,38 @@ class Engine:
             )
             raise _Stop(StepOutcome("waiting", next_attempt_at=until))
         return await self._record_step(state, step.id, output, started_at)
+
+    async def _take_signal(
+        self, state: _Pass, step: models.WaitStep, started_at: float
+    ) -> dict[str, Any] | None:
+        """The signal or keyed event that ends a wait, if it has come."""
+        run, wait = state.run, step.wait
+        if wait.event is None:
+            return await self.store.take_signal(
+                run_id=run.id, name=wait.signal_name, step=step.id
+            )
+        key = str(await self._step_value(state, step, wait.key, started_at))
+        taken = await self.store.take_signal(
+            run_id=run.id, name=wait.signal_name, step=step.id
+        )
+        if taken is None:
+            await self.store.await_event(
+                run_id=run.id, step=step.id, topic=wait.event, key=key
+            )
+            taken = await self.store.take_signal(
+                run_id=run.id, name=wait.signal_name, step=step.id
+            )
+        if taken is None:
+            return None
+        await self.store.end_event_wait(run.id, step.id)
+        event = taken["payload"] or {}
+        return {
+            "event": wait.event,
+            "key": key,
+            "event_id": event.get("event_id"),
+            "data": event.get("data"),
+            "received_at": taken["received_at"],
+        }
 
     async def _run_task_step(self, state: _Pass, step: models.TaskStep) -> Any:
         """Open the step's task once, tell its assignees, and park until it closes.
@@ -1001,10 +1033,18 @@ class Engine:
     async def _wait_timed_out(
         self, state: _Pass, step: Any, started_at: float
     ) -> dict[str, Any]:
-        if step.wait.on_timeout == "continue":
-            return {"signal": step.wait.signal, "timed_out": True}
+        wait = step.wait
+        if wait.event is not None:
+            await self.store.end_event_wait(state.run.id, step.id)
+        if wait.on_timeout == "continue":
+            if wait.event is not None:
+                return {"event": wait.event, "timed_out": True}
+            return {"signal": wait.signal, "timed_out": True}
+        awaited = (
+            f"signal {wait.signal!r}" if wait.event is None else f"event {wait.event!r}"
+        )
         failure = errors.RunError(
-            f"step {step.id!r}: no signal {step.wait.signal!r} came within {step.wait.timeout_seconds:g} s"
+            f"step {step.id!r}: no {awaited} came within {wait.timeout_seconds:g} s"
         )
         raise await self._fail(
             state, step, failure, attempt=1, step_input=None, started_at=started_at
@@ -1138,8 +1178,13 @@ class Engine:
     ) -> dict[str, Any]:
         # The event id is fixed by run and step: an emit repeated after a
         # crash starts no second run anywhere.
+        key = (
+            None
+            if step.emit.key is None
+            else str(self._render(step, step.emit.key, state.context))
+        )
         event = events.Event(
-            topic=step.emit.topic, data=data, id=f"{state.run.id}:{step.id}"
+            topic=step.emit.topic, data=data, id=f"{state.run.id}:{step.id}", key=key
         )
         started = await events.EventRouter(self).deliver(event)
         for callback in self.on_due:

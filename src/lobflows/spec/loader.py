@@ -188,6 +188,7 @@ def _template_problems(
             "subflow",
             "sleep",
             "emit",
+            "wait",
             "foreach",
             "task",
             "undo",

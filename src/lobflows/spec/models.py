@@ -360,8 +360,19 @@ class SleepStep(StepBase):
 
 
 class Wait(Model):
-    signal: str = Field(
-        pattern=NAME_PATTERN, description="Name of the signal to wait for."
+    signal: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Name of the signal to wait for.",
+    )
+    event: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Topic of the event to wait for; `key` picks this run's.",
+    )
+    key: str | None = Field(
+        default=None,
+        description="Template giving the correlation key, e.g. {{ steps.order.name }}.",
     )
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Give up after this long."
@@ -371,9 +382,25 @@ class Wait(Model):
         description="fail: dead letter; continue: go on with timed_out set in the output.",
     )
 
+    @model_validator(mode="after")
+    def _one(self) -> Wait:
+        if (self.signal is None) == (self.event is None):
+            raise ValueError("expected exactly one of: signal, event")
+        if (self.event is None) != (self.key is None):
+            raise ValueError(
+                "an event wait needs a key, and only an event wait has one"
+            )
+        return self
+
+    @property
+    def signal_name(self) -> str:
+        """The signal that ends the wait: named, or the event's."""
+        return self.signal if self.signal is not None else f"event:{self.event}"
+
 
 class WaitStep(StepBase):
-    """Waits for a named signal sent to the run (REST API or ``lobflows signal``)."""
+    """Waits for a named signal sent to the run (REST API or ``lobflows signal``),
+    or for an event whose key matches (from an emit step or a broker)."""
 
     wait: Wait
 
@@ -608,6 +635,10 @@ class Emit(Model):
     topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
     data: Any = Field(
         default=None, description="The event's data; templates are rendered."
+    )
+    key: str | None = Field(
+        default=None,
+        description="Template giving the correlation key: runs waiting for this topic and key go on.",
     )
 
 

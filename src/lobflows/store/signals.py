@@ -120,24 +120,121 @@ class SignalOps(StoreBase):
             raise errors.StoreError(
                 f"run {run_id} is {run.status}; it takes no signals"
             )
-        r = tables.runs
 
         def write(conn: sa.Connection) -> None:
-            now = time.time()
             lock_run(conn, self.is_sqlite, run_id)
-            conn.execute(
-                tables.signals.insert().values(
-                    run_id=run_id, name=name, payload=payload, received_at=now
-                )
-            )
-            conn.execute(
-                r.update()
-                .where(r.c.id == run_id, r.c.status == "waiting")
-                .values(due_at=now, updated_at=now)
-            )
+            insert_signal(conn, run_id, name, payload, time.time())
 
         await self._write(write)
         return run
+
+    async def deliver_keyed_event(
+        self, *, topic: str, key: str, event_id: str, data: Any
+    ) -> list[str]:
+        """Hand an event to the runs waiting for its topic and key, waking them;
+        with none waiting, keep it for the first run that will."""
+        payload = {"topic": topic, "key": key, "event_id": event_id, "data": data}
+
+        def write(conn: sa.Connection) -> list[str]:
+            now = time.time()
+            self._lock_key(conn, topic, key)
+            w = tables.event_waits
+            waiting = list(
+                conn.execute(
+                    sa.select(w.c.run_id).where(w.c.topic == topic, w.c.key == key)
+                ).scalars()
+            )
+            for run_id in waiting:
+                insert_signal(conn, run_id, f"event:{topic}", payload, now)
+            if not waiting:
+                m = tables.event_mailbox
+                seen = conn.execute(
+                    sa.select(m.c.id).where(m.c.event_id == event_id)
+                ).first()
+                if seen is None:
+                    conn.execute(
+                        m.insert().values(
+                            topic=topic,
+                            key=key,
+                            event_id=event_id,
+                            data=payload,
+                            received_at=now,
+                        )
+                    )
+            return waiting
+
+        return await self._write(write)
+
+    async def await_event(
+        self, *, run_id: str, step: str, topic: str, key: str
+    ) -> None:
+        """Register a run's wait for an event; an event that came early is
+        handed over at once, as a signal the wait step then takes."""
+
+        def write(conn: sa.Connection) -> None:
+            now = time.time()
+            self._lock_key(conn, topic, key)
+            m = tables.event_mailbox
+            early = conn.execute(
+                sa.select(m.c.id, m.c.data)
+                .where(m.c.topic == topic, m.c.key == key, m.c.taken_by_run.is_(None))
+                .order_by(m.c.id)
+                .limit(1)
+            ).first()
+            if early is not None:
+                conn.execute(
+                    m.update().where(m.c.id == early.id).values(taken_by_run=run_id)
+                )
+                insert_signal(conn, run_id, f"event:{topic}", early.data, now)
+                return
+            w = tables.event_waits
+            registered = conn.execute(
+                sa.select(w.c.id).where(w.c.run_id == run_id, w.c.step == step)
+            ).first()
+            if registered is None:
+                conn.execute(
+                    w.insert().values(
+                        topic=topic, key=key, run_id=run_id, step=step, created_at=now
+                    )
+                )
+
+        await self._write(write)
+
+    async def end_event_wait(self, run_id: str, step: str) -> None:
+        w = tables.event_waits
+        await self._write(
+            lambda conn: conn.execute(
+                w.delete().where(w.c.run_id == run_id, w.c.step == step)
+            ),
+            wait=False,
+        )
+
+    def _lock_key(self, conn: sa.Connection, topic: str, key: str) -> None:
+        # A wait registering and an event arriving for the same key take
+        # turns, so neither misses the other. SQLite's write lock does it there.
+        if not self.is_sqlite:
+            conn.execute(
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{topic}\n{key}"))
+                )
+            )
+
+
+def insert_signal(
+    conn: sa.Connection, run_id: str, name: str, payload: Any, now: float
+) -> None:
+    """A signal for a run; a run waiting for signals becomes due now."""
+    conn.execute(
+        tables.signals.insert().values(
+            run_id=run_id, name=name, payload=payload, received_at=now
+        )
+    )
+    r = tables.runs
+    conn.execute(
+        r.update()
+        .where(r.c.id == run_id, r.c.status == "waiting")
+        .values(due_at=now, updated_at=now)
+    )
 
 
 def _untaken_signal(conn: sa.Connection, run_id: str, name: str, step: str) -> Any:

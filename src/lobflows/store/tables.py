@@ -220,3 +220,37 @@ rotations = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("position", sa.Integer, nullable=False),
 )
+
+event_waits = sa.Table(
+    "event_waits",
+    metadata,
+    # A run's wait step waiting for an event with this topic and key.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(500), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("run_id", "step"),
+    sa.Index("ix_event_waits_topic_key", "topic", "key"),
+)
+
+event_mailbox = sa.Table(
+    "event_mailbox",
+    metadata,
+    # Keyed events that came before any run waited for them.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(500), nullable=False),
+    sa.Column("event_id", sa.String(300), nullable=False),
+    sa.Column("data", Json),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("taken_by_run", sa.String(32)),
+    sa.UniqueConstraint("event_id"),
+    sa.Index("ix_event_mailbox_topic_key", "topic", "key", "id"),
+)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from lobflows import errors
 from lobflows.store import tables
 from lobflows.store.base import StoreBase, lock_run
+from lobflows.store.signals import insert_signal
 
 OPEN = "open"
 DECISIONS = {"approval": ("approve", "reject"), "review": ("complete",)}
@@ -375,20 +376,8 @@ def _close(
         .where(t.c.id == task.id)
         .values(status=status, data=data or None, closed_at=now)
     )
-    conn.execute(
-        tables.signals.insert().values(
-            run_id=task.run_id,
-            name=signal_name(task.step),
-            payload={"task_id": task.id, "outcome": status},
-            received_at=now,
-        )
-    )
-    r = tables.runs
-    conn.execute(
-        r.update()
-        .where(r.c.id == task.run_id, r.c.status == "waiting")
-        .values(due_at=now, updated_at=now)
-    )
+    payload = {"task_id": task.id, "outcome": status}
+    insert_signal(conn, task.run_id, signal_name(task.step), payload, now)
 
 
 def _check_kind(task: TaskRecord, decision: str) -> None:
