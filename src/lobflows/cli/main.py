@@ -331,9 +331,12 @@ def _project_problems(folder: Path, flows: list[Any]) -> list[errors.Problem]:
     source = folder / loader.CONNECTIONS_FILE
     try:
         declared = loader.load_connections(source)
+        roles = loader.load_roles(folder / loader.ROLES_FILE)
     except errors.FlowFileError as exc:
         return exc.problems
-    project = loader.Project(flows={f.name: f for f in flows}, connections=declared)
+    project = loader.Project(
+        flows={f.name: f for f in flows}, connections=declared, roles=roles
+    )
     return connectors.check_project(project, source=str(source))
 
 
@@ -422,9 +425,7 @@ def run_flow(
 
 
 async def _flow_name(path: Path) -> str:
-    from lobflows.spec import loader
-
-    return loader.load_flow_file(path).name
+    return (await _load_flow(path)).name
 
 
 # -- inspecting -------------------------------------------------------------
@@ -504,6 +505,23 @@ def flows_list() -> None:
     """Every flow's versions, as stored by serve and worker, with runs in flight."""
     versions = run_async(with_store(lambda s: s.flow_versions()))
     console.print(views.flow_versions_table(versions))
+
+
+@flows_app.command("diagram")
+def flows_diagram(
+    path: Annotated[Path, typer.Argument(help="A flow file.")],
+) -> None:
+    """Print the flow as a Mermaid flowchart, drawn from its steps."""
+    from lobflows.spec import diagram
+
+    loaded = run_async(_load_flow(path))
+    sys.stdout.write(diagram.mermaid(loaded.spec))
+
+
+async def _load_flow(path: Path) -> Any:
+    from lobflows.spec import loader
+
+    return loader.load_flow_file(path)
 
 
 @flows_app.command("show")

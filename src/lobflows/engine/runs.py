@@ -206,7 +206,11 @@ class Engine:
             "input": run.input,
             "trigger": run.trigger_data or {},
             "steps": dict(completed),
-            "run": {"id": run.id, "flow": run.flow},
+            "run": {
+                "id": run.id,
+                "flow": run.flow,
+                "started_at": tasks.iso_time(run.created_at),
+            },
         }
         failures = {} if fresh else await self.store.retry_counts(run.id)
         state = _Pass(

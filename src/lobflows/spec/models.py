@@ -89,7 +89,11 @@ class Signature(Model):
     header: str = Field(
         default="X-Signature-256", description="Header carrying the signature."
     )
-    prefix: str = Field(default="sha256=", description="Text before the hex digest.")
+    prefix: str = Field(default="sha256=", description="Text before the digest.")
+    encoding: Literal["hex", "base64"] = Field(
+        default="hex",
+        description="How the digest is written: hex, or base64 (ERPNext webhooks).",
+    )
 
 
 class WebhookTrigger(Model):

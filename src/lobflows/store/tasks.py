@@ -87,6 +87,7 @@ def task_outcome(task: TaskRecord, actions: list[TaskAction]) -> dict[str, Any]:
     return {
         "task_id": task.id,
         "outcome": task.status,
+        "assignees": task.assignees,
         "decisions": [
             {
                 "by": a.by,

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.utils import Namespace
 
 from lobflows import errors
 
@@ -94,7 +95,8 @@ def _environment(finalize: Any = _text) -> _Environment:
     env.filters["iso_date"] = _iso_date
     # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
     # Python functions that an attacker could try to walk from.
-    env.globals = {"range": safe_range, "dict": dict}
+    # namespace() lets a loop add up values, e.g. the total of order lines.
+    env.globals = {"range": safe_range, "dict": dict, "namespace": Namespace}
     return env
 
 

@@ -8,6 +8,7 @@ signature, JSON, dedupe key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
@@ -132,10 +133,15 @@ class WebhookRoutes:
                 401, f"signature header {signature.header} is missing"
             )
         expected = sign(
-            raw, self.runtime.secrets.get(signature.secret), prefix=signature.prefix
+            raw,
+            self.runtime.secrets.get(signature.secret),
+            prefix=signature.prefix,
+            encoding=signature.encoding,
         )
+        # Hex digests are compared without regard to case; base64 is exact.
+        fold = str.lower if signature.encoding == "hex" else str
         if not hmac.compare_digest(
-            given.strip().lower().encode(), expected.lower().encode()
+            fold(given.strip()).encode(), fold(expected).encode()
         ):
             raise WebhookRejected(
                 401, f"signature in {signature.header} does not match the body"
@@ -190,9 +196,15 @@ class WebhookRoutes:
                 await asyncio.sleep(0.05)
 
 
-def sign(raw: bytes, key: str, *, prefix: str = "sha256=") -> str:
-    """The signature header value a sender computes: prefix + hex HMAC-SHA256 of the body."""
-    return prefix + hmac.new(key.encode(), raw, hashlib.sha256).hexdigest()
+def sign(
+    raw: bytes, key: str, *, prefix: str = "sha256=", encoding: str = "hex"
+) -> str:
+    """The signature header value a sender computes: prefix + HMAC-SHA256 of
+    the body, in hex or base64."""
+    digest = hmac.new(key.encode(), raw, hashlib.sha256)
+    if encoding == "base64":
+        return prefix + base64.b64encode(digest.digest()).decode()
+    return prefix + digest.hexdigest()
 
 
 def _dedupe_key(hook: models.WebhookTrigger, body: Any, request: Request) -> str | None:

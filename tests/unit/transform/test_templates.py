@@ -50,6 +50,8 @@ def test_missing_values_raise_a_missing_value_error_naming_the_template():
         "{{ 9 ** 999999 }}",  # CPU bomb by exponent
         "{{ range(10 ** 9) | list }}",  # huge range
         "{{ cycler }}",  # default globals are removed
+        "{{ namespace.__init__.__globals__ }}",
+        "{% set ns = namespace() %}{{ ns.update({'a': 1}) }}",
         "{% for x in range(99999) %}{% for y in range(99999) %}{% endfor %}{% endfor %}"[
             :0
         ]
@@ -88,3 +90,12 @@ def test_evaluate_condition_accepts_bare_expressions():
 def test_a_syntax_error_names_the_template():
     with pytest.raises(errors.TemplateError, match="is not valid"):
         templates.compile_template("{{ input.n + }}")
+
+
+def test_a_namespace_adds_up_values_in_a_loop():
+    lines = {"lines": [{"qty": 2, "rate": 900}, {"qty": 1, "rate": 50.5}]}
+    total = (
+        "{% set t = namespace(sum=0) %}{% for l in lines %}"
+        "{% set t.sum = t.sum + l.qty * l.rate %}{% endfor %}{{ t.sum }}"
+    )
+    assert templates.render_value(total, lines) == "1850.5"
