@@ -58,6 +58,11 @@ class Standins:
     def chat_webhook(self) -> str:
         return f"{self.chat_url}/services/{CHAT_PATH}"
 
+    @property
+    def erpnext_credentials(self) -> str:
+        """The erpnext-api secret value the stand-in accepts."""
+        return f"{ERPNEXT_KEY}:{ERPNEXT_SECRET}"
+
 
 @pytest.fixture
 def standins() -> Iterator[Standins]:
@@ -87,6 +92,7 @@ def onboarding_env(store_url: str, standins: Standins) -> dict[str, str]:
         LOBFLOWS_SECRET_ERPNEXT_API=f"{ERPNEXT_KEY}:{ERPNEXT_SECRET}",
         LOBFLOWS_SECRET_HRIS_WEBHOOK_SECRET=support.WEBHOOK_KEY,
         LOBFLOWS_SECRET_FACILITIES_CHAT_WEBHOOK=standins.chat_webhook,
+        LOBFLOWS_SECRET_TASK_LINK_KEY="test-task-link-key",
         LOBFLOWS_LEASE_SECONDS="2",
         LOBFLOWS_POLL_INTERVAL="0.1",
     )

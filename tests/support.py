@@ -140,7 +140,7 @@ class ServerProcess:
 
 def sample_hire(**fields: Any) -> dict[str, Any]:
     """The sample hire, with fields replaced (None removes a field)."""
-    hire = json.loads((ONBOARDING / "sample-hire.json").read_text())
+    hire = json.loads((ONBOARDING / "samples" / "employee-onboarding.json").read_text())
     employee = hire["employees"][0]
     for name, value in fields.items():
         if name == "id":

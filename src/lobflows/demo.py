@@ -29,6 +29,8 @@ from lobflows.triggers.webhook import sign
 
 ERPNEXT_PORT, CHAT_PORT, SMTP_PORT = 8701, 8702, 8725
 DEMO_SECRETS = "secrets.demo.yaml"
+# An example's sample trigger bodies: samples/<flow name>.json.
+SAMPLES = "samples"
 RUN_TIMEOUT_SECONDS = 60.0
 
 
@@ -103,7 +105,11 @@ async def _serve_standins(secrets: SecretStore) -> None:
     from lobflows.testing.standins import serve_standins
 
     key, _, secret = secrets.get("erpnext-api").partition(":")
-    chat_url = secrets.get("facilities-chat-webhook")
+    chat_url = (
+        secrets.get("facilities-chat-webhook")
+        if "facilities-chat-webhook" in secrets.names()
+        else f"http://127.0.0.1:{CHAT_PORT}/services/T0000/B0000/demo"
+    )
     await serve_standins(
         erpnext_port=ERPNEXT_PORT,
         slack_port=CHAT_PORT,
@@ -134,10 +140,10 @@ async def _post_samples(
     console: Console,
 ) -> int:
     project = loader.load_project(flows_dir)
-    sample = example / "sample-hire.json"
     code = 0
     for flow in project.flows.values():
         hook = flow.spec.trigger.webhook
+        sample = example / SAMPLES / f"{flow.name}.json"
         if hook is None or not sample.exists():
             continue
         raw = _fresh_delivery(sample)
@@ -145,7 +151,10 @@ async def _post_samples(
         key = secrets.get(hook.signature.secret) if hook.signature else ""
         if hook.signature is not None:
             headers[hook.signature.header] = sign(
-                raw, key, prefix=hook.signature.prefix
+                raw,
+                key,
+                prefix=hook.signature.prefix,
+                encoding=hook.signature.encoding,
             )
         url = f"http://127.0.0.1:{port}{hook.path}"
         console.print(f"\nPOST {url} with {sample}", highlight=False, soft_wrap=True)
@@ -163,11 +172,17 @@ async def _post_samples(
 
 
 def _fresh_delivery(sample: Path) -> bytes:
-    """The sample with a new employee id, so every demo starts a run of its own."""
+    """The sample with new ids (an employee id, a request or ticket id), so
+    every demo starts a run of its own instead of meeting the last one's."""
     body = json.loads(sample.read_text(encoding="utf-8"))
-    employees = body.get("employees") if isinstance(body, dict) else None
-    if employees and isinstance(employees[0], dict):
-        employees[0]["id"] = str(int(time.time() * 1000) % 10**9)
+    stamp = str(int(time.time() * 1000) % 10**9)
+    if isinstance(body, dict):
+        employees = body.get("employees")
+        if employees and isinstance(employees[0], dict):
+            employees[0]["id"] = stamp
+        for key, value in body.items():
+            if key.endswith("_id") and isinstance(value, str):
+                body[key] = f"{value}-{stamp}"
     return json.dumps(body).encode()
 
 
@@ -175,12 +190,13 @@ def _print_try_it(
     console: Console, sample: Path, url: str, key: str, hook: Any, run_id: str
 ) -> None:
     header = hook.signature.header if hook.signature else "X-Signature-256"
+    prefix = hook.signature.prefix if hook.signature else "sha256="
     lines = [
         "",
-        "[bold]Try it yourself[/] (a new employee id each time; the signature is an HMAC-SHA256 of the body):",
-        f'  body=$(sed "s/\\"4127\\"/\\"$RANDOM\\"/" {sample})',
+        "[bold]Try it yourself[/] (change the sample's id to start a new run; the signature is an HMAC-SHA256 of the body):",
+        f"  body=$(cat {sample})",
         f"  sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{key}' | sed 's/.* //')",
-        f'  curl -s -X POST {url} -H \'Content-Type: application/json\' -H "{header}: sha256=$sig" --data-binary "$body"',
+        f'  curl -s -X POST {url} -H \'Content-Type: application/json\' -H "{header}: {prefix}$sig" --data-binary "$body"',
         f"  lobflows runs list;  lobflows runs show {run_id[:8]} --data;  lobflows dlq list",
     ]
     for line in lines:
@@ -192,10 +208,15 @@ async def _show_outcome(settings: Settings, run_id: str, console: Console) -> in
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
         run = await store.get_run(run_id)
-        while not run.is_terminal and time.monotonic() < deadline:
+        while (
+            not run.is_terminal
+            and run.status != "waiting"
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.1)
             run = await store.get_run(run_id)
         views.print_run(console, run, await store.attempts(run_id), with_data=False)
+        waiting_on_people = await _open_tasks(store)
     finally:
         await store.close()
     async with httpx.AsyncClient() as client:
@@ -216,7 +237,7 @@ async def _show_outcome(settings: Settings, run_id: str, console: Console) -> in
             f"ERPNext stand-in: Employee {e['name']} {e.get('employee_name')} joins {e.get('date_of_joining')}",
             highlight=False,
         )
-    for mail in mails[-1:]:
+    for mail in mails:
         console.print(
             f"Mailbox: {mail.get('subject')!r} to {mail.get('to')}", highlight=False
         )
@@ -225,4 +246,28 @@ async def _show_outcome(settings: Settings, run_id: str, console: Console) -> in
             f"Chat: {json.dumps(chat.get('payload', chat).get('text'))}",
             highlight=False,
         )
-    return 0 if run.status == "succeeded" else 1
+    for task in waiting_on_people:
+        console.print(
+            f"Task waiting for {', '.join(task.assignees)}: {task.title!r}\n"
+            f"  decide it: {_decide_hint(task)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return 0 if run.status in ("succeeded", "waiting") else 1
+
+
+def _decide_hint(task: Any) -> str:
+    decision = "complete" if task.kind == "review" else "approve"
+    fields = "".join(f" -f {f['name']}=…" for f in task.form if f.get("required"))
+    return f"lobflows tasks decide {task.id[:8]} {decision} --as {task.assignees[0]}{fields}"
+
+
+async def _open_tasks(store: RunStore) -> list[Any]:
+    """Tasks the example opened for people, once its follow-up runs got there."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = await store.list_tasks()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    return []

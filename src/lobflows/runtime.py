@@ -9,9 +9,9 @@ from lobflows import errors
 from lobflows.connectors import base as connectors
 from lobflows.engine import Engine, Worker, new_owner_id
 from lobflows.engine.tasks import LINK_KEY_SECRET, TaskLinks
-from lobflows.secrets import SecretStore
+from lobflows.secrets import SecretStore, env_name
 from lobflows.settings import Settings
-from lobflows.spec import loader
+from lobflows.spec import loader, models
 from lobflows.store import RunStore
 
 
@@ -37,6 +37,7 @@ class Runtime:
         connections = connectors.build_connections(
             project.connections, secrets, source=source
         )
+        links = task_links(settings, secrets, project)
         store = await open_store(settings)
         engine = Engine(
             store=store,
@@ -44,7 +45,7 @@ class Runtime:
             connections=connections,
             owner=new_owner_id(),
             lease_seconds=settings.lease_seconds,
-            links=task_links(settings, secrets),
+            links=links,
         )
         await engine.register_flows()
         worker = Worker(
@@ -66,10 +67,25 @@ class Runtime:
         await self.store.close()
 
 
-def task_links(settings: Settings, secrets: SecretStore) -> TaskLinks:
-    """Signed task links, keyed by the secret task_link_key when it is set."""
-    key = secrets.get(LINK_KEY_SECRET) if LINK_KEY_SECRET in secrets.names() else None
-    return TaskLinks(public_url=settings.public_url, key=key)
+def task_links(
+    settings: Settings, secrets: SecretStore, project: loader.Project
+) -> TaskLinks:
+    """Signed task links, keyed by the secret task_link_key; a flow whose task
+    messages carry links cannot start without it."""
+    if LINK_KEY_SECRET in secrets.names():
+        return TaskLinks(
+            public_url=settings.public_url, key=secrets.get(LINK_KEY_SECRET)
+        )
+    for flow in project.flows.values():
+        for step in models.walk_steps(flow.spec.steps):
+            notify = step.task.notify if isinstance(step, models.TaskStep) else None
+            if notify is not None and "task.links" in str(notify.with_):
+                raise errors.ConfigurationError(
+                    f"flow {flow.name!r}, step {step.id!r} sends task links, which are "
+                    f"signed with the secret {LINK_KEY_SECRET!r}: set "
+                    f"{env_name(LINK_KEY_SECRET)} or add it to the secrets file"
+                )
+    return TaskLinks(public_url=settings.public_url, key=None)
 
 
 async def open_store(settings: Settings) -> RunStore:

@@ -31,5 +31,10 @@ def test_demo_runs_the_sample_hire_through_erp_mail_and_chat(tmp_path: Path):
     )
     assert 'Chat: "New hire Ada Quinterro (HR-EMP-00001)' in out
     assert (
+        "Task waiting for m.okafor@example.com: 'Choose an onboarding buddy for Ada Quinterro'"
+        in out
+    )
+    assert "lobflows tasks decide" in out
+    assert (
         "demo-api-secret" not in out + result.stderr
     )  # the ERPNext secret stays hidden

@@ -43,10 +43,24 @@ async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(
     assert employee["date_of_joining"] == "2027-01-04"
     assert employee["gender"] == "Female"
     assert employee["custom_bamboohr_id"] == "4127"
-    [mail] = standins.mailbox.messages
+    [mail] = [m for m in standins.mailbox.messages if "Welcome" in m.subject]
     assert mail.subject == "Welcome to Example Corp, Ada!"
     assert mail.rcpt_tos == ("ada.quinterro@example.com",)
     assert employee["name"] in mail.text
+    # the checklist: one ToDo per branch, each closed when its branch finished
+    todos = standins.erpnext.query("ToDo")
+    checklist = [t for t in todos if t["description"].startswith("Onboarding ")]
+    assert sorted(t["description"].rsplit(": ", 1)[1] for t in checklist) == [
+        "badge ordered",
+        "equipment ordered",
+        "mailbox and welcome email",
+    ]
+    assert {t["status"] for t in checklist} == {"Closed"}
+    assert all(t["reference_name"] == employee["name"] for t in checklist)
+    [badge] = [t for t in todos if t["description"].startswith("Facilities: badge")]
+    assert badge["status"] == "Open"
+    [equipment] = standins.erpnext.query("Material Request")
+    assert equipment["title"] == "Equipment for Ada Quinterro"
     [chat] = standins.chat.messages
     assert (
         "Ada Quinterro" in chat.payload["text"]
@@ -194,9 +208,13 @@ async def test_onboarding_duplicate_delivery_yields_one_run(
         "duplicate": True,
     }
     await support.wait_for_run(store, first.json()["run_id"])
-    assert await store.count_runs() == 1
+    assert len(await store.list_runs(flow="employee-onboarding")) == 1
     assert len(employees(standins)) == 1
-    assert len(standins.mailbox.messages) == 1
+    welcomes = [m for m in standins.mailbox.messages if "Welcome" in m.subject]
+    assert len(welcomes) == 1
+    # one hire, one buddy task for the manager
+    [buddy] = await store.list_runs(flow="onboarding-buddy")
+    assert (await store.task_of_step(buddy.id, "choose_buddy")) is not None
 
 
 async def test_onboarding_resumes_after_sigkill_without_repeating_steps(
@@ -266,7 +284,7 @@ async def test_onboarding_hire_without_email_is_dead_lettered_then_replayed_with
         "replay",
         str(letter.id),
         "--input",
-        str(support.ONBOARDING / "sample-hire.json"),
+        str(support.ONBOARDING / "samples" / "employee-onboarding.json"),
     )
     assert refused.returncode == 2 and "--run-input" in refused.stderr
     hire = json.loads(

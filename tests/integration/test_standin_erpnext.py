@@ -615,3 +615,530 @@ def test_erpnext_reset_clears_docs_counters_and_faults(
 def test_erpnext_bad_fault_request_is_400(control: httpx.Client) -> None:
     assert control.post("/__standin__/faults", json={"count": 1}).status_code == 400
     assert control.get("/__standin__/docs/Spaceship").status_code == 404
+
+
+# ------------------------------------------------- purchase-to-payment
+
+YEAR = time.strftime("%Y")
+SUPPLIER = "Acme Office Supplies"
+ORDER = {
+    "supplier": SUPPLIER,
+    "company": "Example Corp",
+    "schedule_date": "2099-01-31",
+    "items": [
+        {"item_code": "PAPER-A4", "qty": 10, "rate": 4.5},
+        {"item_code": "LAPTOP-14", "qty": "2", "rate": 999.99},
+    ],
+}
+
+
+def receipt_for(order: str | None, **extra: Any) -> dict[str, Any]:
+    row = {"item_code": "PAPER-A4", "qty": 10, "rate": 4.5}
+    if order is not None:
+        row["purchase_order"] = order
+    return {"supplier": SUPPLIER, "company": "Example Corp", "items": [row], **extra}
+
+
+def submitted(api: httpx.Client, doctype: str, doc: dict[str, Any]) -> str:
+    name = create(api, doctype, doc)["name"]
+    response = api.put(f"/api/resource/{doctype}/{name}", json={"docstatus": 1})
+    assert response.status_code == 200, response.text
+    return name
+
+
+def error_of(response: httpx.Response) -> tuple[int, str, str]:
+    """Status, exc_type and the first server message of an error answer."""
+    body = response.json()
+    return response.status_code, body["exc_type"], messages(body)[0]["message"]
+
+
+def test_erpnext_seeds_suppliers_items_and_issue_priorities(api: httpx.Client) -> None:
+    assert SUPPLIER in list_names(api, "Supplier")
+    assert {"PAPER-A4", "LAPTOP-14"} <= set(list_names(api, "Item"))
+    priorities = list_names(api, "Issue Priority", order_by="name asc")
+    assert priorities == ["High", "Low", "Medium", "Urgent"]
+
+
+def test_erpnext_supplier_and_item_are_named_by_their_key_field(
+    api: httpx.Client,
+) -> None:
+    supplier = create(api, "Supplier", {"supplier_name": "Initech"})
+    item = create(api, "Item", {"item_code": "TONER-9", "item_group": "Consumable"})
+    assert (supplier["name"], supplier["supplier_type"]) == ("Initech", "Company")
+    assert (item["name"], item["item_name"], item["stock_uom"]) == (
+        "TONER-9",
+        "TONER-9",
+        "Nos",
+    )
+    again = api.post("/api/resource/Supplier", json={"supplier_name": "Initech"})
+    assert again.status_code == 409
+
+
+def test_erpnext_purchase_order_rows_are_numbered_named_and_totalled(
+    api: httpx.Client,
+) -> None:
+    order = create(api, "Purchase Order", ORDER)
+    assert order["name"] == f"PUR-ORD-{YEAR}-00001"
+    assert order["docstatus"] == 0
+    first, second = order["items"]
+    assert [first["idx"], second["idx"]] == [1, 2]
+    assert first["doctype"] == "Purchase Order Item"
+    assert (first["parent"], first["parentfield"]) == (order["name"], "items")
+    assert first["name"] != second["name"] and len(first["name"]) == 10
+    # Quantities are stored as numbers, item name and unit are fetched.
+    assert (second["qty"], second["amount"]) == (2.0, 1999.98)
+    assert (first["item_name"], first["uom"]) == ("A4 copy paper, 500 sheets", "Box")
+    assert first["schedule_date"] == "2099-01-31"
+    assert order["grand_total"] == 2044.98
+    assert order["transaction_date"] == time.strftime("%Y-%m-%d")
+
+
+def test_erpnext_row_nulls_are_dropped_on_get(api: httpx.Client) -> None:
+    name = create(api, "Purchase Receipt", receipt_for(None))["name"]
+    row = api.get(f"/api/resource/Purchase Receipt/{name}").json()["data"]["items"][0]
+    assert "purchase_order" not in row
+    assert row["item_code"] == "PAPER-A4"
+
+
+def test_erpnext_purchase_order_mandatory_errors_name_fields_and_rows(
+    api: httpx.Client, state: ErpnextState
+) -> None:
+    response = api.post(
+        "/api/resource/Purchase Order", json={"items": [{"item_code": "PAPER-A4"}]}
+    )
+    assert response.status_code == 417
+    body = response.json()
+    assert body["exc_type"] == "MandatoryError"
+    assert [m["message"] for m in messages(body)] == [
+        "Error: Value missing for Purchase Order: Supplier",
+        "Error: Value missing for Purchase Order: Company",
+        "Error: <strong>Purchase Order Item</strong> Row #1: "
+        "Value missing for: Quantity",
+        "Error: <strong>Purchase Order Item</strong> Row #1: "
+        "Value missing for: Required By",
+    ]
+    empty = api.post("/api/resource/Purchase Order", json={**ORDER, "items": []})
+    assert messages(empty.json())[0]["message"] == (
+        "Error: Data missing in table: Items"
+    )
+    assert state.docs["Purchase Order"] == {}
+
+
+@pytest.mark.parametrize(
+    ("doctype", "doc", "expected"),
+    [
+        # a Link on the document itself
+        (
+            "Purchase Order",
+            {**ORDER, "supplier": "Nobody Ltd"},
+            "Could not find Supplier: Nobody Ltd",
+        ),
+        # a Link in a child table row
+        (
+            "Purchase Order",
+            {**ORDER, "items": [{"item_code": "NOPE", "qty": 1}]},
+            "Could not find Row #1: Item Code: NOPE",
+        ),
+        # a Dynamic Link whose target doc type comes from another field
+        (
+            "Payment Entry",
+            {
+                "payment_type": "Pay",
+                "party_type": "Supplier",
+                "party": "Nobody Ltd",
+                "company": "Example Corp",
+                "paid_amount": 5,
+            },
+            "Could not find Party: Nobody Ltd",
+        ),
+        (
+            "Issue",
+            {"subject": "Desk", "priority": "Whenever"},
+            "Could not find Priority: Whenever",
+        ),
+    ],
+)
+def test_erpnext_bad_links_are_link_validation_errors(
+    api: httpx.Client, doctype: str, doc: dict[str, Any], expected: str
+) -> None:
+    response = api.post(f"/api/resource/{doctype}", json=doc)
+    assert error_of(response) == (417, "LinkValidationError", expected)
+
+
+@pytest.mark.parametrize(
+    ("doctype", "doc", "label"),
+    [
+        ("Supplier", {"supplier_name": "X", "supplier_type": "Alien"}, "Supplier Type"),
+        ("Issue", {"subject": "Desk", "status": "Pending"}, "Status"),
+        (
+            "Payment Entry",
+            {"payment_type": "Refund", "company": "Example Corp", "paid_amount": 5},
+            "Payment Type",
+        ),
+    ],
+)
+def test_erpnext_bad_select_values_are_validation_errors(
+    api: httpx.Client, doc: dict[str, Any], doctype: str, label: str
+) -> None:
+    status, exc_type, message = error_of(api.post(f"/api/resource/{doctype}", json=doc))
+    assert (status, exc_type) == (417, "ValidationError")
+    assert message.startswith(f"{label} cannot be ")
+    assert "It should be one of" in message
+
+
+def test_erpnext_zero_quantity_is_invalid_qty_error(api: httpx.Client) -> None:
+    doc = {**ORDER, "items": [{"item_code": "PAPER-A4", "qty": "none"}]}
+    status, exc_type, message = error_of(
+        api.post("/api/resource/Purchase Order", json=doc)
+    )
+    assert (status, exc_type) == (417, "InvalidQtyError")
+    assert (
+        message == "Row #1: Quantity for Item <strong>PAPER-A4</strong> cannot be zero."
+    )
+
+
+def test_erpnext_required_by_before_order_date_is_refused(api: httpx.Client) -> None:
+    doc = {**ORDER, "transaction_date": "2030-05-02", "schedule_date": "2030-05-01"}
+    response = api.post("/api/resource/Purchase Order", json=doc)
+    assert error_of(response)[2] == (
+        "Row #1: Reqd by Date cannot be before Transaction Date"
+    )
+
+
+def test_erpnext_put_docstatus_1_submits_document_and_rows(
+    api: httpx.Client, state: ErpnextState
+) -> None:
+    name = create(api, "Purchase Order", ORDER)["name"]
+    response = api.put(f"/api/resource/Purchase Order/{name}", json={"docstatus": 1})
+    assert response.status_code == 200
+    stored = state.docs["Purchase Order"][name]
+    assert stored["docstatus"] == 1
+    assert [row["docstatus"] for row in stored["items"]] == [1, 1]
+
+
+def test_erpnext_create_with_docstatus_1_submits_at_once(api: httpx.Client) -> None:
+    assert create(api, "Purchase Order", {**ORDER, "docstatus": 1})["docstatus"] == 1
+    refused = api.post("/api/resource/Purchase Order", json={**ORDER, "docstatus": 2})
+    assert error_of(refused)[:2] == (417, "DocstatusTransitionError")
+
+
+def test_erpnext_submitted_document_refuses_edits(
+    api: httpx.Client, state: ErpnextState
+) -> None:
+    name = submitted(api, "Purchase Order", ORDER)
+    path = f"/api/resource/Purchase Order/{name}"
+    response = api.put(path, json={"supplier": "Northwind Hardware"})
+    assert error_of(response) == (
+        417,
+        "UpdateAfterSubmitError",
+        "Not allowed to change <strong>Supplier</strong> after submission from "
+        f"<strong>{SUPPLIER}</strong> to <strong>Northwind Hardware</strong>",
+    )
+    rows = state.docs["Purchase Order"][name]["items"]
+    changed_row = [{"name": rows[0]["name"], "qty": 11}, {"name": rows[1]["name"]}]
+    response = api.put(path, json={"items": changed_row})
+    assert error_of(response)[2].startswith(
+        "Row #1: Not allowed to change <strong>Quantity"
+    )
+    response = api.put(path, json={"items": changed_row[:1]})
+    assert error_of(response)[1] == "UpdateAfterSubmitError"
+    assert state.docs["Purchase Order"][name]["supplier"] == SUPPLIER
+
+
+def test_erpnext_submit_of_submitted_document_changes_nothing(
+    api: httpx.Client, state: ErpnextState
+) -> None:
+    # Frappe takes it as an update after submit with no change, not an error.
+    name = submitted(api, "Purchase Order", ORDER)
+    before = state.get("Purchase Order", name)
+    response = api.put(f"/api/resource/Purchase Order/{name}", json={"docstatus": 1})
+    assert response.status_code == 200
+    assert unstamped(state.get("Purchase Order", name)) == unstamped(before)
+
+
+def unstamped(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document without its modified stamps, rows included."""
+    rows = [{**row, "modified": None} for row in doc["items"]]
+    return {**doc, "modified": None, "items": rows}
+
+
+@pytest.mark.parametrize(
+    ("how", "body"),
+    [
+        ("put", {"docstatus": 2}),
+        ("method", None),
+    ],
+)
+def test_erpnext_cancel_by_put_or_frappe_client_cancel(
+    api: httpx.Client, state: ErpnextState, how: str, body: Any
+) -> None:
+    name = submitted(api, "Purchase Order", ORDER)
+    if how == "put":
+        response = api.put(f"/api/resource/Purchase Order/{name}", json=body)
+        doc = response.json()["data"]
+    else:
+        args = {"doctype": "Purchase Order", "name": name}
+        response = api.post("/api/method/frappe.client.cancel", json=args)
+        doc = response.json()["message"]
+    assert (response.status_code, doc["docstatus"]) == (200, 2)
+    assert state.docs["Purchase Order"][name]["docstatus"] == 2
+
+
+@pytest.mark.parametrize(
+    ("start", "sent", "expected"),
+    [
+        # cancelling a draft
+        (
+            0,
+            {"docstatus": 2},
+            (
+                "DocstatusTransitionError",
+                "Cannot change docstatus from 0 (Draft) to 2 (Cancelled)",
+            ),
+        ),
+        # back from submitted to draft
+        (
+            1,
+            {"docstatus": 0},
+            (
+                "DocstatusTransitionError",
+                "Cannot change docstatus from 1 (Submitted) to 0 (Draft)",
+            ),
+        ),
+        # submitting, cancelling again or editing a cancelled document
+        (2, {"docstatus": 1}, ("ValidationError", "Cannot edit cancelled document")),
+        (2, {"docstatus": 2}, ("ValidationError", "Cannot edit cancelled document")),
+        (2, {"bill_no": "X"}, ("ValidationError", "Cannot edit cancelled document")),
+    ],
+)
+def test_erpnext_refused_docstatus_transitions(
+    api: httpx.Client, start: int, sent: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    name = create(api, "Purchase Invoice", receipt_for(None))["name"]
+    path = f"/api/resource/Purchase Invoice/{name}"
+    for status in range(1, start + 1):
+        assert api.put(path, json={"docstatus": status}).status_code == 200
+    status, exc_type, message = error_of(api.put(path, json=sent))
+    assert (status, exc_type, message) == (417, *expected)
+
+
+def test_erpnext_frappe_client_cancel_errors_and_methods(api: httpx.Client) -> None:
+    todo = create(api, "ToDo", {"description": "not submittable"})["name"]
+    args = {"doctype": "ToDo", "name": todo}
+    response = api.post("/api/method/frappe.client.cancel", json=args)
+    assert error_of(response)[1] == "DocstatusTransitionError"
+    missing = {"doctype": "Purchase Order", "name": "PUR-ORD-1999-00001"}
+    assert api.post("/api/method/frappe.client.cancel", json=missing).status_code == 404
+    assert api.get("/api/method/frappe.client.cancel", params=args).status_code == 403
+
+
+def test_erpnext_cancel_is_refused_while_a_submitted_doc_links_to_it(
+    api: httpx.Client,
+) -> None:
+    order = submitted(api, "Purchase Order", ORDER)
+    receipt = submitted(api, "Purchase Receipt", receipt_for(order))
+    response = api.put(f"/api/resource/Purchase Order/{order}", json={"docstatus": 2})
+    assert error_of(response) == (
+        417,
+        "LinkExistsError",
+        f"Cannot delete or cancel because Purchase Order <strong>{order}</strong> "
+        f"is linked with Purchase Receipt <strong>{receipt}</strong> at Row: 1",
+    )
+    # Once the receipt is cancelled, the order can be cancelled too.
+    api.put(f"/api/resource/Purchase Receipt/{receipt}", json={"docstatus": 2})
+    response = api.put(f"/api/resource/Purchase Order/{order}", json={"docstatus": 2})
+    assert response.status_code == 200
+
+
+def test_erpnext_new_document_cannot_link_a_cancelled_one(api: httpx.Client) -> None:
+    order = submitted(api, "Purchase Order", ORDER)
+    api.put(f"/api/resource/Purchase Order/{order}", json={"docstatus": 2})
+    response = api.post("/api/resource/Purchase Receipt", json=receipt_for(order))
+    assert error_of(response) == (
+        417,
+        "CancelledLinkError",
+        f"Cannot link cancelled document: Row #1: Purchase Order: {order}",
+    )
+
+
+def test_erpnext_delete_of_submitted_document_is_refused(
+    api: httpx.Client, state: ErpnextState
+) -> None:
+    name = submitted(api, "Purchase Order", ORDER)
+    response = api.delete(f"/api/resource/Purchase Order/{name}")
+    assert error_of(response) == (
+        417,
+        "ValidationError",
+        f"Purchase Order {name}: Submitted Record cannot be deleted. "
+        "You must Cancel it first.",
+    )
+    api.put(f"/api/resource/Purchase Order/{name}", json={"docstatus": 2})
+    assert api.delete(f"/api/resource/Purchase Order/{name}").status_code == 202
+    assert state.docs["Purchase Order"] == {}
+
+
+def test_erpnext_delete_is_held_back_by_live_links_only(api: httpx.Client) -> None:
+    order = submitted(api, "Purchase Order", ORDER)
+    receipt = create(api, "Purchase Receipt", receipt_for(order))["name"]
+    api.put(f"/api/resource/Purchase Order/{order}", json={"docstatus": 2})
+    response = api.delete(f"/api/resource/Purchase Order/{order}")
+    assert error_of(response)[1] == "LinkExistsError"
+    assert receipt in error_of(response)[2]
+    api.delete(f"/api/resource/Purchase Receipt/{receipt}")
+    assert api.delete(f"/api/resource/Purchase Order/{order}").status_code == 202
+
+
+def test_erpnext_put_of_a_table_replaces_rows_keeping_named_ones(
+    api: httpx.Client,
+) -> None:
+    order = create(api, "Purchase Order", ORDER)
+    kept = order["items"][1]
+    rows = [
+        {"name": kept["name"], "qty": 3},
+        {"item_code": "DESK-CHAIR", "qty": 1, "rate": 150},
+    ]
+    response = api.put(
+        f"/api/resource/Purchase Order/{order['name']}", json={"items": rows}
+    )
+    items = response.json()["data"]["items"]
+    assert [(r["idx"], r["item_code"], r["qty"]) for r in items] == [
+        (1, "LAPTOP-14", 3.0),
+        (2, "DESK-CHAIR", 1.0),
+    ]
+    assert items[0]["name"] == kept["name"]
+    assert items[1]["name"] not in {row["name"] for row in order["items"]}
+    assert response.json()["data"]["grand_total"] == 3149.97
+
+
+def test_erpnext_list_filters_on_child_table_rows_and_star_skips_tables(
+    api: httpx.Client,
+) -> None:
+    first = submitted(api, "Purchase Order", ORDER)
+    second = submitted(api, "Purchase Order", ORDER)
+    receipt = create(api, "Purchase Receipt", receipt_for(first))["name"]
+    create(api, "Purchase Receipt", receipt_for(second))
+    found = list_names(
+        api,
+        "Purchase Receipt",
+        filters=[["Purchase Receipt Item", "purchase_order", "=", first]],
+    )
+    assert found == [receipt]
+    response = api.get("/api/resource/Purchase Order", params={"fields": '["*"]'})
+    rows = response.json()["data"]
+    assert len(rows) == 2 and "items" not in rows[0]
+    assert rows[0]["grand_total"] == 2044.98
+
+
+def test_erpnext_payment_entry_allocates_against_a_submitted_order(
+    api: httpx.Client,
+) -> None:
+    order = submitted(api, "Purchase Order", ORDER)
+    payment = create(
+        api,
+        "Payment Entry",
+        {
+            "payment_type": "Pay",
+            "party_type": "Supplier",
+            "party": SUPPLIER,
+            "company": "Example Corp",
+            "paid_amount": 2044.98,
+            "reference_no": "TRX-1",
+            "reference_date": "2030-01-02",
+            "references": [
+                {
+                    "reference_doctype": "Purchase Order",
+                    "reference_name": order,
+                    "allocated_amount": 2000,
+                }
+            ],
+        },
+    )
+    assert payment["name"] == f"ACC-PAY-{YEAR}-00001"
+    assert payment["references"][0]["doctype"] == "Payment Entry Reference"
+    assert (payment["total_allocated_amount"], payment["unallocated_amount"]) == (
+        2000.0,
+        44.98,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # Pay needs a party
+        (
+            {"party_type": None, "party": None},
+            "Error: Value missing for Payment Entry: Party Type",
+        ),
+        ({"paid_amount": 0}, "Paid Amount is mandatory"),
+        ({"reference": ("Purchase Order", "draft")}, "must be submitted"),
+        (
+            {"party": "Northwind Hardware"},
+            "is not associated with Supplier Northwind Hardware",
+        ),
+        (
+            {"reference": ("Purchase Receipt", "submitted")},
+            "Reference Doctype must be one of",
+        ),
+    ],
+)
+def test_erpnext_payment_entry_checks(
+    api: httpx.Client, change: dict[str, Any], expected: str
+) -> None:
+    order = submitted(api, "Purchase Order", ORDER)
+    reference = {"reference_doctype": "Purchase Order", "reference_name": order}
+    if "reference" in change:
+        doctype, kind = change.pop("reference")
+        doc = ORDER if doctype == "Purchase Order" else receipt_for(order)
+        name = (
+            create(api, doctype, doc)["name"]
+            if kind == "draft"
+            else submitted(api, doctype, doc)
+        )
+        reference = {"reference_doctype": doctype, "reference_name": name}
+    payment = {
+        "payment_type": "Pay",
+        "party_type": "Supplier",
+        "party": SUPPLIER,
+        "company": "Example Corp",
+        "paid_amount": 10,
+        "references": [reference],
+        **change,
+    }
+    status, _, message = error_of(api.post("/api/resource/Payment Entry", json=payment))
+    assert status == 417
+    assert expected in message
+
+
+# ------------------------------------------------------------------ support
+
+
+def test_erpnext_issue_defaults_and_validation(api: httpx.Client) -> None:
+    issue = create(
+        api,
+        "Issue",
+        {
+            "subject": "Badge reader broken",
+            "raised_by": "ada@example.com",
+            "priority": "Urgent",
+        },
+    )
+    assert issue["name"] == f"ISS-{YEAR}-00001"
+    assert (issue["status"], issue["priority"]) == ("Open", "Urgent")
+    assert issue["opening_date"] == time.strftime("%Y-%m-%d")
+    missing = api.post("/api/resource/Issue", json={"raised_by": "ada@example.com"})
+    assert error_of(missing)[1:] == (
+        "MandatoryError",
+        "Error: Value missing for Issue: Subject",
+    )
+    bad_email = api.post(
+        "/api/resource/Issue", json={"subject": "x", "raised_by": "ada"}
+    )
+    assert error_of(bad_email)[1] == "InvalidEmailAddressError"
+    closed = api.put(f"/api/resource/Issue/{issue['name']}", json={"status": "Closed"})
+    assert closed.json()["data"]["status"] == "Closed"
+
+
+def test_erpnext_issue_priority_takes_the_name_sent(api: httpx.Client) -> None:
+    assert create(api, "Issue Priority", {"name": "Critical"})["name"] == "Critical"
+    response = api.post("/api/resource/Issue Priority", json={"description": "x"})
+    assert error_of(response) == (417, "ValidationError", "Name not set via prompt")

@@ -49,9 +49,9 @@ def test_a_flow_is_drawn_with_its_branches_joins_and_deadline_path():
     assert 'n2{"check: input.ok?"}' in text
     assert 'n2 -->|"yes"| n3' in text  # then: note
     assert 'n2 -->|"no"| n4' in text  # no else: straight to the next step
-    assert 'n3 --> n4' in text
+    assert "n3 --> n4" in text
     assert 'n5["first branch done"]' in text
-    assert 'n4 -->|"left"| n6' in text and 'n6 --> n5' in text
+    assert 'n4 -->|"left"| n6' in text and "n6 --> n5" in text
     assert 'n8[/"ask: approval by role deciders, due in 1d"/]' in text
     assert 'n8 -->|"deadline passed"| n9' in text
     assert 'n8 -->|"decided"| n10' in text and "n9 --> n10" in text

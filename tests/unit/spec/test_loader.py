@@ -149,8 +149,9 @@ def test_load_project_loads_the_onboarding_example():
         Path(__file__).parents[3] / "examples" / "onboarding" / "flows"
     )
 
-    assert list(project.flows) == ["employee-onboarding"]
+    assert list(project.flows) == ["employee-onboarding", "onboarding-buddy"]
     assert set(project.connections) == {"erpnext", "mail", "chat"}
+    assert "people-team@example.com" in project.roles["hr"]
 
 
 def test_load_flow_text_refuses_a_key_given_twice():

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lobflows.testing.erpnext.doctypes import DATE_RE, is_blank
+from lobflows.testing.erpnext import doctypes
 from lobflows.testing.erpnext.errors import FrappeError
+from lobflows.testing.erpnext.meta import DATE_RE, is_blank
 
 _FIELD_RE = re.compile(
     r"^(?:`?tab[^`.]+`?\.)?`?(?P<field>[A-Za-z_][A-Za-z0-9_]*)`?"
@@ -28,15 +29,32 @@ _OPERATORS = (
 
 @dataclass(frozen=True)
 class Condition:
-    """One parsed filter: a column, an operator and a value."""
+    """One parsed filter: a column, an operator and a value.
+
+    With `table` (a child table doc type) the column is a row column, and a
+    document matches when one of its rows does, as with Frappe's join.
+    """
 
     field: str
     op: str
     value: Any
+    table: str | None = None
 
     def test(self, doc: Mapping[str, Any]) -> bool:
         """Tell whether `doc` satisfies this condition."""
-        return _OPERATOR_TESTS[self.op](doc.get(self.field), self.value)
+        check = _OPERATOR_TESTS[self.op]
+        if self.table is None:
+            return check(doc.get(self.field), self.value)
+        return any(check(row.get(self.field), self.value) for row in self._rows(doc))
+
+    def _rows(self, doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        return [
+            row
+            for value in doc.values()
+            if isinstance(value, list)
+            for row in value
+            if isinstance(row, Mapping) and row.get("doctype") == self.table
+        ]
 
 
 def _scalar(value: Any) -> Any:
@@ -126,13 +144,15 @@ def _column(raw: Any) -> str:
     return match["field"]
 
 
-def _condition(field_name: Any, op: Any, value: Any) -> Condition:
+def _condition(
+    field_name: Any, op: Any, value: Any, table: str | None = None
+) -> Condition:
     operator = str(op).strip().lower()
     if operator not in _OPERATORS:
         raise FrappeError(
             "ValidationError", f"Operator must be one of {', '.join(_OPERATORS)}"
         )
-    return Condition(_column(field_name), operator, value)
+    return Condition(_column(field_name), operator, value, table)
 
 
 def _dict_conditions(filters: Mapping[str, Any]) -> list[Condition]:
@@ -154,11 +174,13 @@ def _item_condition(doctype: str, item: Any) -> list[Condition]:
         )
     if len(item) == 3:
         return [_condition(*item)]
-    if item[0] != doctype:
-        raise FrappeError(
-            "ValidationError", f"Filters on child table {item[0]} are not supported"
-        )
-    return [_condition(*item[1:4])]
+    if item[0] == doctype:
+        return [_condition(*item[1:4])]
+    if item[0] in doctypes.TABLES:
+        return [_condition(*item[1:4], table=item[0])]
+    raise FrappeError(
+        "ValidationError", f"Filters on child table {item[0]} are not supported"
+    )
 
 
 def parse_filters(doctype: str, filters: Any) -> list[Condition]:

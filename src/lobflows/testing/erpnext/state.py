@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import secrets
 import threading
 from collections import Counter
@@ -9,19 +10,17 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from lobflows.testing.erpnext import lifecycle, tables, validation
 from lobflows.testing.erpnext.doctypes import (
     DOCTYPES,
     PROTECTED,
     SEED,
     STANDARD_COLUMNS,
-    DocType,
-    check_formats,
-    check_links,
-    check_mandatory,
     get_doctype,
 )
 from lobflows.testing.erpnext.errors import FrappeError
 from lobflows.testing.erpnext.filters import order_rows, parse_filters
+from lobflows.testing.erpnext.meta import TODAY, DocType, is_blank
 from lobflows.testing.faults import Fault, FaultQueue, under
 
 API_USER = "Administrator"
@@ -102,28 +101,32 @@ class ErpnextState:
 
     def exists(self, doctype: str, name: str) -> bool:
         """Tell whether a document exists."""
-        return name in self.docs.get(doctype, {})
+        with self.lock:
+            return self._lookup(doctype, name) is not None
 
     def get(self, doctype: str, name: str) -> dict[str, Any]:
         """Return a copy of one stored document, nulls included."""
         get_doctype(doctype)
         with self.lock:
-            doc = self.docs[doctype].get(name)
-            if doc is None:
-                raise FrappeError("DoesNotExistError", f"{doctype} {name} not found")
-            return dict(doc)
+            return copy.deepcopy(self._stored(doctype, name))
 
     def insert(self, doctype: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate and store a new document; return it with nulls."""
+        """Validate and store a new document; return it with nulls.
+
+        A submittable document sent with ``docstatus`` 1 is submitted at once.
+        """
         meta = get_doctype(doctype)
+        wanted = lifecycle.wanted_docstatus(meta, lifecycle.DRAFT, data)
+        lifecycle.action_for(lifecycle.DRAFT, wanted)
         with self.lock:
-            doc = {f.name: f.default for f in meta.fields}
+            doc = {f.name: _default(f.kind, f.default) for f in meta.fields}
             doc.update({k: v for k, v in data.items() if k not in PROTECTED})
-            # Frappe names these doctypes itself and ignores a sent name.
+            # Frappe sets these itself; only prompt-named doc types take a name.
             doc.pop("modified", None)
-            doc.pop("name", None)
-            self._validate(meta, doc, "new")
-            name = self._new_name(meta, doc)
+            sent_name = doc.pop("name", None)
+            tables.shape_rows(meta, doc)
+            validation.validate_document(meta, doc, "new", self._lookup)
+            name = self._new_name(meta, doc, sent_name)
             stamp = self._stamp()
             doc = {
                 "name": name,
@@ -131,50 +134,56 @@ class ErpnextState:
                 "creation": stamp,
                 "modified": stamp,
                 "modified_by": API_USER,
-                "docstatus": 0,
+                "docstatus": wanted,
                 "idx": 0,
                 **doc,
                 "doctype": doctype,
             }
+            tables.stamp_rows(meta, doc)
             self.docs[doctype][name] = doc
-            return dict(doc)
+            return copy.deepcopy(doc)
 
     def update(
         self, doctype: str, name: str, data: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Merge `data` into a stored document, validate and save it."""
+        """Merge `data` into a stored document and save it as Frappe would.
+
+        A ``docstatus`` in `data` submits or cancels a submittable document;
+        see `lifecycle` for the transitions allowed.
+        """
         meta = get_doctype(doctype)
         with self.lock:
-            current = self.get(doctype, name)
+            stored = self._stored(doctype, name)
+            _check_modified(stored, data.get("modified"))
+            wanted = lifecycle.wanted_docstatus(meta, stored["docstatus"], data)
+            action = lifecycle.action_for(stored["docstatus"], wanted)
             changes = {k: v for k, v in data.items() if k not in PROTECTED}
             changes.pop("name", None)
-            sent_modified = changes.pop("modified", None)
-            if sent_modified is not None and sent_modified != current["modified"]:
-                raise FrappeError(
-                    "TimestampMismatchError",
-                    "Error: Document has been modified after you have opened it "
-                    f"({sent_modified}, {current['modified']}). "
-                    "Please refresh to get the latest document.",
-                )
-            doc = {**current, **changes}
-            self._validate(meta, doc, name)
-            doc["modified"] = self._stamp()
-            doc["modified_by"] = API_USER
+            changes.pop("modified", None)
+            doc = {**copy.deepcopy(stored), **changes}
+            tables.shape_rows(meta, doc, stored)
+            self._check_save(action, meta, stored, doc)
+            doc.update(docstatus=wanted, modified=self._stamp(), modified_by=API_USER)
+            tables.stamp_rows(meta, doc)
             self.docs[doctype][name] = doc
-            return dict(doc)
+            return copy.deepcopy(doc)
 
-    def delete(self, doctype: str, name: str) -> None:
-        """Delete a document unless another document links to it."""
+    def cancel(self, doctype: str, name: str) -> dict[str, Any]:
+        """Cancel a submitted document, as ``frappe.client.cancel`` does."""
         get_doctype(doctype)
         with self.lock:
-            self.get(doctype, name)
-            linked = self._first_link_to(doctype, name)
-            if linked is not None:
-                raise FrappeError(
-                    "LinkExistsError",
-                    f"Cannot delete or cancel because {doctype} <strong>{name}</strong>"
-                    f" is linked with {linked[0]} <strong>{linked[1]}</strong>",
-                )
+            stored = self._stored(doctype, name)
+            # Raised here too for doc types that cannot be submitted at all.
+            lifecycle.action_for(stored["docstatus"], lifecycle.CANCELLED)
+            return self.update(doctype, name, {"docstatus": lifecycle.CANCELLED})
+
+    def delete(self, doctype: str, name: str) -> None:
+        """Delete a document unless it is submitted or a live document links to it."""
+        get_doctype(doctype)
+        with self.lock:
+            stored = self._stored(doctype, name)
+            linking = lifecycle.links_to(self.docs, doctype, name)
+            lifecycle.refuse_delete(stored, linking)
             del self.docs[doctype][name]
 
     def query(
@@ -202,22 +211,45 @@ class ErpnextState:
     def columns(self, doctype: str) -> list[str]:
         """Return the table's columns: standard, declared, then custom fields."""
         meta = get_doctype(doctype)
+        tables = {f.name for f in meta.tables}
         names = [*STANDARD_COLUMNS, *(f.name for f in meta.fields)]
         with self.lock:
             for doc in self.docs[doctype].values():
-                names.extend(k for k in doc if k != "doctype")
-        return list(dict.fromkeys(names))
+                names.extend(doc)
+        return [n for n in dict.fromkeys(names) if n not in tables and n != "doctype"]
 
     # internals ---------------------------------------------------------------
 
-    def _validate(self, meta: DocType, doc: dict[str, Any], name: str) -> None:
-        if meta.compute is not None:
-            meta.compute(doc)
-        check_links(meta, doc, self.exists)
-        check_mandatory(meta, doc, name)
-        check_formats(meta, doc)
+    def _lookup(self, doctype: str, name: str) -> Mapping[str, Any] | None:
+        # Links to "DocType" (party types, reference types) name a doc type.
+        if doctype == "DocType":
+            return {"name": name, "docstatus": 0} if name in DOCTYPES else None
+        return self.docs.get(doctype, {}).get(name)
 
-    def _new_name(self, meta: DocType, doc: Mapping[str, Any]) -> str:
+    def _stored(self, doctype: str, name: str) -> dict[str, Any]:
+        doc = self.docs[doctype].get(name)
+        if doc is None:
+            raise FrappeError("DoesNotExistError", f"{doctype} {name} not found")
+        return doc
+
+    def _check_save(
+        self,
+        action: str,
+        meta: DocType,
+        stored: Mapping[str, Any],
+        doc: dict[str, Any],
+    ) -> None:
+        if action == "update_after_submit":
+            validation.cast_numbers(meta, doc)
+            lifecycle.refuse_changes_after_submit(meta, stored, doc)
+        elif action == "cancel":
+            # A cancel is not validated, only held back by submitted links here.
+            linking = lifecycle.links_to(self.docs, meta.name, stored["name"])
+            lifecycle.refuse_cancel(stored, linking)
+        else:
+            validation.validate_document(meta, doc, stored["name"], self._lookup)
+
+    def _new_name(self, meta: DocType, doc: Mapping[str, Any], sent_name: Any) -> str:
         if meta.naming == "hash":
             name = secrets.token_hex(5)
             while self.exists(meta.name, name):
@@ -225,8 +257,12 @@ class ErpnextState:
             return name
         if meta.naming == "series":
             return self._next_in_series(str(doc.get("naming_series") or ""))
-        key = meta.naming.removeprefix("field:")
-        name = str(doc[key]).strip()
+        if meta.naming == "prompt":
+            if is_blank(sent_name):
+                raise FrappeError("ValidationError", "Name not set via prompt")
+            name = str(sent_name).strip()
+        else:
+            name = str(doc[meta.naming.removeprefix("field:")]).strip()
         if self.exists(meta.name, name):
             raise FrappeError(
                 "DuplicateEntryError",
@@ -251,12 +287,18 @@ class ErpnextState:
         self._last_stamp = now
         return now.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _first_link_to(self, doctype: str, name: str) -> tuple[str, str] | None:
-        for meta in DOCTYPES.values():
-            links = [
-                f.name for f in meta.fields if f.kind == "Link" and f.options == doctype
-            ]
-            for doc in self.docs[meta.name].values() if links else ():
-                if any(doc.get(link) == name for link in links):
-                    return meta.name, doc["name"]
-        return None
+
+def _default(kind: str, value: Any) -> Any:
+    if kind == "Date" and value == TODAY:
+        return date.today().isoformat()
+    return value
+
+
+def _check_modified(stored: Mapping[str, Any], sent: Any) -> None:
+    if sent is not None and sent != stored["modified"]:
+        raise FrappeError(
+            "TimestampMismatchError",
+            "Error: Document has been modified after you have opened it "
+            f"({sent}, {stored['modified']}). "
+            "Please refresh to get the latest document.",
+        )
