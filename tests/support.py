@@ -231,3 +231,8 @@ class Service:
 
         methods = ["POST", "PUT", "DELETE", "GET"]
         return Starlette(routes=[Route("/{path:path}", handle, methods=methods)])
+
+
+def welcomes(standins: Any) -> list[Any]:
+    """The onboarding welcome emails; the buddy flow's messages are not counted."""
+    return [m for m in standins.mailbox.messages if m.subject.startswith("Welcome")]

@@ -44,7 +44,7 @@ async def test_runs_taken_by_the_web_front_are_executed_by_separate_workers(
 
     assert [run.status for run in runs] == ["succeeded"] * 6
     assert len(standins.erpnext.docs["Employee"]) == 6
-    assert len(standins.mailbox.messages) == 6
+    assert len(support.welcomes(standins)) == 6
     assert "worker_started" in workers[0].log() and "worker_stopped" in workers[0].log()
     assert "step_succeeded" not in front.log()  # the front only stores and answers
 
@@ -60,7 +60,8 @@ async def test_the_server_logs_one_line_per_state_change_with_ids(
     events = [line.split("event='")[1].split("'")[0] for line in lines]
 
     assert events[0] == "run_started" and events[-1] == "run_succeeded"
-    assert events.count("step_succeeded") == 5
+    succeeded = [a for a in await store.attempts(run.id) if a.status == "succeeded"]
+    assert events.count("step_succeeded") == len(succeeded) > 5
     assert all("flow='employee-onboarding'" in line for line in lines)
 
 
@@ -124,4 +125,4 @@ async def test_a_stopped_worker_finishes_its_step_and_starts_no_other(
     assert set(completed) == {"hire", "create_employee"}  # finished, nothing after
     assert run.status == "succeeded"
     assert standins.erpnext.request_counts["POST /api/resource/Employee"] == 1
-    assert len(standins.mailbox.messages) == 1
+    assert len(support.welcomes(standins)) == 1
