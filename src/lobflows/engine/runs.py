@@ -111,6 +111,12 @@ class Engine:
         # Set when the process is shutting down: no step starts after that.
         self.is_stopping = False
 
+    def notify_due(self) -> None:
+        """Tell a local worker that a run became due now (a signal, a decision,
+        a child run, an event)."""
+        for callback in self.on_due:
+            callback(self.clock.now())
+
     async def register_flows(self) -> None:
         """Store the current version of every flow; unchanged flows keep their version."""
         for loaded in self.project.flows.values():
@@ -201,7 +207,9 @@ class Engine:
         and need not be read.
         """
         flow = await self._flow_of(run)
-        completed = {} if fresh else await self.store.completed_steps(run.id)
+        completed, failures = (
+            ({}, {}) if fresh else await self.store.journal_state(run.id)
+        )
         context = {
             "input": run.input,
             "trigger": run.trigger_data or {},
@@ -212,7 +220,6 @@ class Engine:
                 "started_at": tasks.iso_time(run.created_at),
             },
         }
-        failures = {} if fresh else await self.store.retry_counts(run.id)
         state = _Pass(
             run=run, flow=flow, completed=completed, context=context, failures=failures
         )
@@ -252,8 +259,7 @@ class Engine:
     async def _wake_parent(self, run: RunRecord) -> None:
         if run.parent_run_id is not None:
             await self.store.wake(run.parent_run_id)
-            for callback in self.on_due:
-                callback(self.clock.now())
+            self.notify_due()
 
     async def _flow_of(self, run: RunRecord) -> models.Flow:
         # A run keeps the flow version it started with, even after a redeploy.
@@ -963,8 +969,7 @@ class Engine:
                 ) from None
             existing[key] = child
             in_flight += 1
-            for callback in self.on_due:
-                callback(self.clock.now())
+            self.notify_due()
         if len(existing) == len(inputs) and in_flight == 0:
             return [existing[f"{prefix}{i}"] for i in range(len(inputs))]
         await self.store.record_wait(
@@ -1191,8 +1196,7 @@ class Engine:
             topic=step.emit.topic, data=data, id=f"{state.run.id}:{step.id}", key=key
         )
         started = await events.EventRouter(self).deliver(event)
-        for callback in self.on_due:
-            callback(self.clock.now())
+        self.notify_due()
         return {"topic": event.topic, "event_id": event.id, "runs": started}
 
     def _condition(self, step: Any, source: str, context: dict[str, Any]) -> bool:

@@ -266,34 +266,33 @@ class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps):
         async with self.engine.connect() as conn:
             return {row.step: row.output for row in await conn.execute(query)}
 
-    async def retry_counts(self, run_id: str) -> dict[str, int]:
-        """Failed attempts per step since the step last went to the dead letter queue.
+    async def journal_state(self, run_id: str) -> tuple[dict[str, Any], dict[str, int]]:
+        """What a resumed run needs of its journal, in one read: the output of
+        every succeeded step, and each step's failed attempts since it last
+        went to the dead letter queue.
 
-        This is each step's attempt count: a replay gives the step a new
-        budget, and branches failing at once each keep their own count.
+        The failures are each step's attempt count: a replay gives the step a
+        new budget, and branches failing at once each keep their own count.
         """
         a = tables.step_attempts
-        failed = a.alias("failed")
         query = (
-            sa.select(failed.c.step, sa.func.count())
-            .where(failed.c.run_id == run_id, failed.c.status == "failed")
+            sa.select(a.c.step, a.c.status, a.c.output)
             .where(
-                failed.c.id
-                > sa.func.coalesce(
-                    sa.select(sa.func.max(a.c.id))
-                    .where(
-                        a.c.run_id == run_id,
-                        a.c.step == failed.c.step,
-                        a.c.status == "dead",
-                    )
-                    .scalar_subquery(),
-                    0,
-                )
+                a.c.run_id == run_id, a.c.status.in_(("succeeded", "failed", "dead"))
             )
-            .group_by(failed.c.step)
+            .order_by(a.c.id)
         )
+        completed: dict[str, Any] = {}
+        failures: dict[str, int] = {}
         async with self.engine.connect() as conn:
-            return {step: int(count) for step, count in await conn.execute(query)}
+            for step, status, output in await conn.execute(query):
+                if status == "succeeded":
+                    completed[step] = output
+                elif status == "failed":
+                    failures[step] = failures.get(step, 0) + 1
+                else:
+                    failures.pop(step, None)
+        return completed, failures
 
     async def record_attempt(self, **attempt: Any) -> None:
         """Journal one attempt without changing the run (a branch's failure

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from lobflows import errors
 from lobflows.store import tables
 from lobflows.store.base import INSERT_ATTEMPT, StoreBase, lock_run, update_run
-from lobflows.store.records import RunRecord
 
 
 class SignalOps(StoreBase):
@@ -113,20 +112,29 @@ class SignalOps(StoreBase):
 
         await self._write(write)
 
-    async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord:
-        """Deliver a signal to a run; a run waiting for signals wakes now."""
-        run = await self.get_run(run_id)
-        if run.is_terminal:
-            raise errors.StoreError(
-                f"run {run_id} is {run.status}; it takes no signals"
-            )
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> None:
+        """Deliver a signal to a run; a run waiting for signals wakes now.
+
+        A finished run takes none: StoreError, and nothing is stored.
+        """
+        r = tables.runs
 
         def write(conn: sa.Connection) -> None:
             lock_run(conn, self.is_sqlite, run_id)
+            status = conn.execute(
+                sa.select(r.c.status).where(r.c.id == run_id)
+            ).scalar()
+            if status is None:
+                raise errors.RunNotFoundError(
+                    f"no run with id {run_id!r}", run_id=run_id
+                )
+            if status in ("succeeded", "failed"):
+                raise errors.StoreError(
+                    f"run {run_id} is {status}; it takes no signals"
+                )
             insert_signal(conn, run_id, name, payload, time.time())
 
         await self._write(write)
-        return run
 
     async def deliver_keyed_event(
         self, *, topic: str, key: str, event_id: str, data: Any

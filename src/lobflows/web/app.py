@@ -99,6 +99,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         try:
             run = await runtime.store.find_run(run_id)
             await runtime.store.send_signal(run.id, name, payload)
+            runtime.engine.notify_due()
         except errors.RunNotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
         except errors.StoreError as exc:
@@ -154,6 +155,8 @@ def create_api(runtime: Runtime) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         except errors.DecisionRefusedError as exc:
             raise HTTPException(409, str(exc)) from None
+        if not task.is_open:
+            runtime.engine.notify_due()
         return task_summary(task)
 
     @app.post("/tasks/{task_id}/delegations")

@@ -125,6 +125,8 @@ class TaskPages:
             return self._page(
                 task, user, token, chosen=decision, notice=str(exc), refused=True
             )
+        if not task.is_open:
+            self.runtime.engine.notify_due()
         notice = (
             "Thank you: your decision is recorded; the task waits for more approvals."
             if task.is_open
