@@ -465,6 +465,12 @@ def runs_show(
     data: Annotated[
         bool, typer.Option("--data", help="Also print each attempt's input and output.")
     ] = False,
+    mapping: Annotated[
+        bool,
+        typer.Option(
+            "--mapping", help="Also print which rule made each field of mapping steps."
+        ),
+    ] = False,
 ) -> None:
     """Show a run: each step's attempts, status, duration and (redacted) data."""
 
@@ -474,6 +480,8 @@ def runs_show(
 
     run, attempts, children = run_async(with_store(load))
     views.print_run(console, run, attempts, with_data=data, children=tuple(children))
+    if mapping:
+        views.print_traces(console, attempts)
 
 
 @app.command()
@@ -692,6 +700,38 @@ def demo(
             )
         )
     )
+
+
+@app.command("test")
+def test_fixtures(flows_dir: FlowsDir) -> None:
+    """Run the mapping fixtures (mappings/tests/<mapping>.yaml) and show a diff for each failure."""
+    from lobflows.transform import fixtures
+
+    if not fixtures.fixture_files(flows_dir):
+        fail(
+            f"no mapping fixtures in {flows_dir / 'mappings' / fixtures.TESTS_FOLDER}",
+            EXIT_NOT_FOUND,
+            "add <mapping>.yaml there: a list of cases with name, input and expected",
+        )
+    results = run_async(_run_fixtures(flows_dir))
+    for result in results:
+        mark = "[green]ok[/]  " if result.passed else "[red]FAIL[/]"
+        console.print(
+            f"{mark} {escape(result.mapping)}: {escape(result.name)}", highlight=False
+        )
+        if result.detail:
+            console.print(escape(result.detail), highlight=False, markup=False)
+    failed = sum(1 for r in results if not r.passed)
+    summary = f"{len(results) - failed} passed, {failed} failed"
+    if failed:
+        fail(summary, EXIT_PROBLEMS)
+    console.print(summary, highlight=False)
+
+
+async def _run_fixtures(flows_dir: Path) -> Any:
+    from lobflows.transform import fixtures
+
+    return fixtures.run_fixtures(flows_dir)
 
 
 # Sub-commands kept in modules of their own; they use the helpers above.

@@ -150,6 +150,26 @@ def print_run(
             console.print("output:", shown(a.output), highlight=False)
 
 
+def print_traces(console: Console, attempts: list[Attempt]) -> None:
+    """The transformation log: per mapping step, each field's source and rule."""
+    traced = [a for a in attempts if a.trace]
+    if not traced:
+        console.print("no mapping steps in this run", highlight=False)
+        return
+    for a in traced:
+        table = Table(title=f"{a.step}: fields", title_justify="left")
+        for column in ("field", "source", "rule", "outcome"):
+            table.add_column(column, overflow="fold")
+        for entry in a.trace if isinstance(a.trace, list) else []:
+            table.add_row(
+                plain(entry.get("field")),
+                plain(entry.get("source")),
+                plain(entry.get("rule")),
+                plain(entry.get("outcome")),
+            )
+        console.print(table)
+
+
 def flow_versions_table(versions: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(versions)} flow version(s)", title_justify="left")
     for column in ("flow", "version", "digest", "stored (UTC)", "runs in flight"):

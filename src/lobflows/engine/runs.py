@@ -24,10 +24,12 @@ from lobflows.engine.clock import Clock, SystemClock
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.spec.loader import LoadedFlow, Project
+from lobflows.spec.mappings import SENSITIVE
 from lobflows.spec.models import COMPENSATION_STEP, step_kind
 from lobflows.store import RunRecord, RunStore, records
 from lobflows.store.tasks import NewTask, TaskRecord, signal_name, task_outcome
-from lobflows.transform import mapping, templates
+from lobflows.transform import mapping, templates, validation
+from lobflows.transform.mapper import Mapper, RecordRejected, map_records
 
 log = logging.getLogger(__name__)
 # Due time of a wait with no timeout: it wakes by signal only.
@@ -64,6 +66,8 @@ class _Pass:
     deferred: list[_Failure] | None = None
     # In the undo phase: completed steps are being undone after a failure.
     compensating: bool = False
+    # Mapping steps: which rule made each field, journaled with the step.
+    traces: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Engine:
         )
         self._versions: dict[str, int] = {}
         self._flows_by_version: dict[int, models.Flow] = {}
+        self._mappers: dict[str, Mapper] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
         # Called with a time at which some run becomes due (a retry, a child
         # run, a woken parent), so a local worker looks then instead of polling.
@@ -1119,6 +1124,7 @@ class Engine:
             started_at=started_at,
             response=response,
             wait=has_effect,
+            trace=state.traces.pop(step.id, None),
         )
         if response is not None:
             self._answer(run.id, response)
@@ -1158,12 +1164,19 @@ class Engine:
         self, state: _Pass, step: Any, step_input: Any, attempt: int
     ) -> Any:
         if isinstance(step, models.MapStep):
+            trace: list[dict[str, str]] = []
             try:
-                return mapping.apply_mapping(step.map, state.context)
+                output = mapping.apply_mapping(step.map, state.context, trace)
             except errors.StepInputError as exc:
                 raise errors.StepInputError(
                     f"step {step.id!r}: {exc}", step=step.id
                 ) from None
+            state.traces[step.id] = trace
+            return output
+        if isinstance(step, models.TransformStep):
+            return self._transform(state, step)
+        if isinstance(step, models.ValidateStep):
+            return self._validate(state, step)
         if isinstance(step, models.CallStep):
             return await self._call(state, step, step_input, attempt)
         if isinstance(step, models.IfStep):
@@ -1181,6 +1194,71 @@ class Engine:
         if isinstance(step, models.EmitStep):
             return await self._emit(state, step, step_input)
         raise errors.DefinitionError(f"step {step.id!r} has an unknown kind")
+
+    def mapper(self, name: str) -> Mapper:
+        """The compiled mapping `name` of the project, built once."""
+        found = self._mappers.get(name)
+        if found is None:
+            loaded = self.project.mappings.get(name)
+            if loaded is None:
+                known = ", ".join(sorted(self.project.mappings)) or "none"
+                raise errors.StepInputError(
+                    f"no mapping named {name!r}; mappings: {known}"
+                )
+            found = self._mappers[name] = Mapper(loaded, self.project.mappings)
+        return found
+
+    def _transform(self, state: _Pass, step: models.TransformStep) -> Any:
+        spec = step.transform
+        data = self._render(step, spec.input, state.context)
+        try:
+            mapper = self.mapper(spec.mapping)
+        except errors.StepInputError as exc:
+            raise errors.StepInputError(
+                f"step {step.id!r}: {exc}", step=step.id
+            ) from None
+        if not isinstance(data, list):
+            try:
+                if not mapper.keeps(data):
+                    return None
+                output, trace = mapper.map(data)
+            except RecordRejected as exc:
+                raise errors.StepInputError(
+                    f"step {step.id!r}: mapping {spec.mapping!r}: {exc}", step=step.id
+                ) from None
+            state.traces[step.id] = trace
+            return output
+        result = map_records(mapper, data)
+        if result.rejected and spec.on_reject == "fail":
+            first = result.rejected[0]
+            raise errors.StepInputError(
+                f"step {step.id!r}: mapping {spec.mapping!r}: record {first['record']}: "
+                f"field {first['field']!r}: {first['reason']}"
+                + (
+                    f" ({len(result.rejected)} records rejected in all)"
+                    if len(result.rejected) > 1
+                    else ""
+                ),
+                step=step.id,
+            )
+        state.traces[step.id] = result.trace
+        return {
+            "records": result.records,
+            "rejected": result.rejected,
+            "dropped": result.dropped,
+        }
+
+    def _validate(self, state: _Pass, step: models.ValidateStep) -> Any:
+        data = self._render(step, step.validate_.data, state.context)
+        sensitive = state.flow.card.data.sensitivity in SENSITIVE
+        found = validation.problems(data, step.validate_.schema_, sensitive=sensitive)
+        if found:
+            raise errors.StepInputError(
+                f"step {step.id!r}: the data does not match its schema: "
+                + "; ".join(found),
+                step=step.id,
+            )
+        return data
 
     async def _emit(
         self, state: _Pass, step: models.EmitStep, data: Any

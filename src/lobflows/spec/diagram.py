@@ -116,6 +116,8 @@ def _label(step: Any, kind: str) -> str:
             step.if_ if isinstance(step, models.IfStep) else step.switch
         )
         return f"{step.id}: {question}?"
+    if isinstance(step, models.TransformStep):
+        return f"{step.id}: mapping {step.transform.mapping}"
     if isinstance(step, models.EmitStep):
         return f"{step.id}: emit {step.emit.topic}"
     if isinstance(step, models.SleepStep):

@@ -15,7 +15,7 @@ import pydantic
 import yaml
 
 from lobflows import errors
-from lobflows.spec import models
+from lobflows.spec import mappings, models
 from lobflows.transform import templates
 
 CONNECTIONS_FILE = "connections.yaml"
@@ -48,6 +48,8 @@ class Project:
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Role name to its members' user ids, for task assignees.
     roles: dict[str, list[str]] = field(default_factory=dict)
+    # Named mappings (mappings/*.yaml), by name.
+    mappings: dict[str, mappings.LoadedMapping] = field(default_factory=dict)
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[Location, int]]:
@@ -139,6 +141,115 @@ def load_flow_text(text: str, path: str) -> LoadedFlow:
     return LoadedFlow(
         spec=spec, path=path, digest=digest[:16], document=document, lines=lines
     )
+
+
+def load_mapping_text(text: str, path: str) -> mappings.LoadedMapping:
+    """Parse and validate one mapping document, converters and templates included."""
+    document, lines = parse_yaml(text, path)
+    if not isinstance(document, dict):
+        problem = errors.Problem(
+            path=path,
+            line=1,
+            field="",
+            message="expected a mapping with mapping, source, target and fields",
+        )
+        raise errors.FlowFileError(path, [problem])
+    try:
+        spec = mappings.MappingSpec.model_validate(document)
+    except pydantic.ValidationError as exc:
+        raise errors.FlowFileError(
+            path, _problems(exc, document, lines, path)
+        ) from None
+    problems = []
+    for where, message in compile_problems(spec):
+        problems.append(
+            errors.Problem(
+                path=path,
+                line=lines.get(where) or lines.get(where[:2]),
+                field=".".join(str(p) for p in where),
+                message=message,
+            )
+        )
+    if problems:
+        raise errors.FlowFileError(path, problems)
+    return mappings.LoadedMapping(
+        name=spec.mapping, path=path, spec=spec, document=document
+    )
+
+
+def load_mapping_file(path: Path) -> mappings.LoadedMapping:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise mappings.mapping_problem(str(path), f"cannot read: {exc}") from None
+    return load_mapping_text(text, str(path))
+
+
+def load_mappings(folder: Path) -> dict[str, mappings.LoadedMapping]:
+    """Every mapping in ``folder/mappings``; names are unique, `each` names exist."""
+    found, problems = _load_each(
+        mappings.mapping_files(folder), load_mapping_file, "mapping"
+    )
+    for loaded in found.values():
+        for name in mappings.nested_names(loaded.spec):
+            if name not in found:
+                known = ", ".join(sorted(found)) or "none"
+                problems.append(
+                    errors.Problem(
+                        path=loaded.path,
+                        line=None,
+                        field="fields",
+                        message=f"each: no mapping named {name!r}; mappings: {known}",
+                    )
+                )
+    if problems:
+        raise errors.FlowFileError(str(folder / "mappings"), problems)
+    return found
+
+
+def compile_problems(spec: mappings.MappingSpec) -> list[tuple[Location, str]]:
+    """Converters, templates, filters and tables a mapping names, checked at load."""
+    from lobflows.transform import converters
+
+    problems: list[tuple[Location, str]] = []
+    if spec.filter is not None:
+        try:
+            templates.compile_condition(spec.filter)
+        except errors.TemplateError as exc:
+            problems.append((("filter",), str(exc)))
+
+    def walk(fields: dict[str, Any], location: Location) -> None:
+        for name, raw in fields.items():
+            rule = mappings.field_rule(raw)
+            here = (*location, name)
+            try:
+                converters.parse_chain(rule.convert)
+            except ValueError as exc:
+                problems.append(((*here, "convert"), str(exc)))
+            if rule.value is not None:
+                try:
+                    templates.compile_template(rule.value)
+                except errors.TemplateError as exc:
+                    problems.append(((*here, "value"), str(exc)))
+            if rule.table is not None and rule.table not in spec.tables:
+                known = ", ".join(sorted(spec.tables)) or "none"
+                problems.append(
+                    (
+                        (*here, "table"),
+                        f"no table named {rule.table!r}; tables: {known}",
+                    )
+                )
+            if rule.fields:
+                walk(rule.fields, (*here, "fields"))
+
+    walk(spec.fields, ("fields",))
+    if spec.output_schema is not None:
+        from lobflows.transform import validation
+
+        message = validation.schema_problem(spec.output_schema)
+        if message:
+            problems.append((("output_schema",), message))
+    return problems
 
 
 def step_locations(document: dict[str, Any]) -> list[tuple[Location, dict[str, Any]]]:
@@ -283,29 +394,37 @@ def _may_be_flow(path: Path) -> bool:
     )
 
 
-def load_project(folder: Path) -> Project:
-    """Load every flow in a folder, and its connections file if there is one."""
-    if not folder.is_dir():
-        raise errors.ConfigurationError(f"{folder} is not a folder of flows")
+def _load_each(
+    paths: list[Path], load: Any, kind: str
+) -> tuple[dict[str, Any], list[errors.Problem]]:
+    """Load files of one kind by name; every problem is kept, names are unique."""
+    found: dict[str, Any] = {}
     problems: list[errors.Problem] = []
-    flows: dict[str, LoadedFlow] = {}
-    for path in flow_files([folder]):
+    for path in paths:
         try:
-            loaded = load_flow_file(path)
+            loaded = load(path)
         except errors.FlowFileError as exc:
             problems.extend(exc.problems)
             continue
-        if loaded.name in flows:
+        if loaded.name in found:
             problems.append(
                 errors.Problem(
                     path=str(path),
                     line=1,
-                    field="flow",
-                    message=f"flow {loaded.name!r} is also defined in {flows[loaded.name].path}",
+                    field=kind,
+                    message=f"{kind} {loaded.name!r} is also defined in {found[loaded.name].path}",
                 )
             )
             continue
-        flows[loaded.name] = loaded
+        found[loaded.name] = loaded
+    return found, problems
+
+
+def load_project(folder: Path) -> Project:
+    """Load every flow in a folder, and its connections file if there is one."""
+    if not folder.is_dir():
+        raise errors.ConfigurationError(f"{folder} is not a folder of flows")
+    flows, problems = _load_each(flow_files([folder]), load_flow_file, "flow")
     if problems:
         raise errors.FlowFileError(str(folder), problems)
     if not flows:
@@ -314,6 +433,7 @@ def load_project(folder: Path) -> Project:
         flows=flows,
         connections=load_connections(folder / CONNECTIONS_FILE),
         roles=load_roles(folder / ROLES_FILE),
+        mappings=load_mappings(folder),
     )
 
 

@@ -37,9 +37,11 @@ STEP_KINDS = (
     "foreach",
     "parallel",
     "task",
+    "transform",
+    "validate",
 )
 # Steps that may run inside parallel branches: ones that finish in one pass.
-BRANCH_STEP_KINDS = ("map", "call", "if", "switch", "emit")
+BRANCH_STEP_KINDS = ("map", "call", "if", "switch", "emit", "transform", "validate")
 # The journal entry that starts a run's undo phase; undo calls are "undo.<step>".
 COMPENSATION_STEP = "compensation"
 # First path segments the server keeps for itself (REST API, task pages).
@@ -258,12 +260,24 @@ class FieldRule(Model):
         default="keep", description="When the source is present but null or empty."
     )
     default: Any = Field(default=None, description="Used by the default policies.")
+    convert: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="Converters applied in order, e.g. [trim, {date: {format: '%d/%m/%Y'}}].",
+    )
 
     @field_validator("on_missing", "on_null", mode="before")
     @classmethod
     def _yaml_null(cls, value: Any) -> Any:
         # `on_missing: null` in YAML arrives as None; it means the policy "null".
         return "null" if value is None else value
+
+    @field_validator("convert")
+    @classmethod
+    def _converters(cls, value: list[Any]) -> list[Any]:
+        from lobflows.transform import converters
+
+        converters.parse_chain(value)
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> FieldRule:
@@ -635,6 +649,59 @@ class TaskStep(StepBase):
     )
 
 
+class Transform(Model):
+    mapping: str = Field(
+        pattern=NAME_PATTERN,
+        description="A mapping of mappings/*.yaml beside the flows.",
+    )
+    input: Any = Field(
+        default="{{ input }}",
+        description="Template giving the record, or a list of records.",
+    )
+    on_reject: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="A list with records that cannot be mapped: fail the step, or skip them and list them.",
+    )
+
+
+class TransformStep(StepBase):
+    """Maps a record (or a list of records) with a named mapping.
+
+    The output is the mapped record, or for a list ``{records, rejected,
+    dropped}``. Which rule made each field is kept in the run's journal
+    (``lobflows runs show --mapping``).
+    """
+
+    transform: Transform
+
+
+class Validate(Model):
+    data: Any = Field(description="Template giving the data to check.")
+    schema_: dict[str, Any] = Field(
+        alias="schema", description="A JSON Schema (2020-12) the data must satisfy."
+    )
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from lobflows.transform import validation
+
+        message = validation.schema_problem(value)
+        if message:
+            raise ValueError(message)
+        return value
+
+
+class ValidateStep(StepBase):
+    """Checks data against a JSON Schema before it leaves; every problem is named.
+
+    Values are masked in the error when the flow's card says the data is pii,
+    secret or confidential. The output is the data, unchanged.
+    """
+
+    validate_: Validate = Field(alias="validate")
+
+
 class Emit(Model):
     topic: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Topic of the event.")
     data: Any = Field(
@@ -675,7 +742,9 @@ Step = Annotated[
     | Annotated[EmitStep, Tag("emit")]
     | Annotated[ForeachStep, Tag("foreach")]
     | Annotated[ParallelStep, Tag("parallel")]
-    | Annotated[TaskStep, Tag("task")],
+    | Annotated[TaskStep, Tag("task")]
+    | Annotated[TransformStep, Tag("transform")]
+    | Annotated[ValidateStep, Tag("validate")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -696,6 +765,8 @@ _KIND_OF_CLASS: dict[type, str] = {
     ForeachStep: "foreach",
     ParallelStep: "parallel",
     TaskStep: "task",
+    TransformStep: "transform",
+    ValidateStep: "validate",
 }
 
 

@@ -56,6 +56,8 @@ class Attempt:
     started_at: float
     finished_at: float
     next_attempt_at: float | None
+    # A mapping step's record of which rule made each field.
+    trace: Any = None
 
 
 @dataclass(frozen=True)

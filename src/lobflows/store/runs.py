@@ -17,7 +17,7 @@ from lobflows import errors
 from lobflows.store import records, tables
 from lobflows.store.base import INSERT_ATTEMPT, INSERT_RUN, update_run
 from lobflows.store.dead_letters import DeadLetterOps
-from lobflows.store.records import Attempt, RunRecord, new_run_id
+from lobflows.store.records import Attempt, RunRecord, cut_to_budget, new_run_id
 from lobflows.store.retention import RetentionOps
 from lobflows.store.schedules import ScheduleOps
 from lobflows.store.signals import SignalOps
@@ -311,8 +311,11 @@ class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps):
         started_at: float,
         response: Any = None,
         wait: bool = True,
+        trace: Any = None,
     ) -> None:
         """Journal a succeeded step; the run's attempt counter starts over.
+
+        `trace` is a mapping step's record of which rule made each field.
 
         Without `wait` the record commits with the next batch: right for steps
         with no effect outside the run, which a crash merely repeats.
@@ -328,6 +331,8 @@ class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps):
             started_at=started_at,
             finished_at=now,
         )
+        if trace is not None:
+            attempt_row["trace"] = cut_to_budget(trace, self.step_data_budget_bytes)
         run_values: dict[str, Any] = {
             "current_step": None,
             "current_attempts": 0,

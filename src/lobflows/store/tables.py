@@ -83,6 +83,8 @@ step_attempts = sa.Table(
     sa.Column("started_at", Time, nullable=False),
     sa.Column("finished_at", Time, nullable=False),
     sa.Column("next_attempt_at", Time),
+    # Mapping steps: which rule made each target field, from which source.
+    sa.Column("trace", Json),
     sa.Index("ix_step_attempts_run_id", "run_id", "id"),
 )
 

@@ -6,24 +6,55 @@ from typing import Any
 
 from lobflows import errors
 from lobflows.spec import models
-from lobflows.transform import templates
+from lobflows.transform import converters, templates
 
-_ABSENT = object()
+# What a path or template gives when its source is not there (not None: null is a value).
+ABSENT = object()
+_ABSENT = ABSENT
 
 
-def apply_mapping(rules: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """Build the mapped record; problems name the target field and what was wrong."""
+def apply_mapping(
+    rules: dict[str, Any],
+    context: dict[str, Any],
+    trace: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Build the mapped record; problems name the target field and what was wrong.
+
+    With `trace`, one entry per field says where its value came from.
+    """
     record: dict[str, Any] = {}
     for target, rule in rules.items():
         if not isinstance(rule, str | models.FieldRule):
             record[target] = rule  # a constant
+            _note(trace, target, repr(rule), "constant")
             continue
         if isinstance(rule, str):
             rule = models.FieldRule(value=rule)
         value = _field_value(target, rule, context)
         if value is not _ABSENT:
             record[target] = value
+        _note(
+            trace,
+            target,
+            rule.from_ or rule.value or "",
+            "skipped" if value is _ABSENT else "set",
+            rule.convert,
+        )
     return record
+
+
+def _note(
+    trace: list[dict[str, str]] | None,
+    target: str,
+    source: str,
+    outcome: str,
+    convert: list[Any] | None = None,
+) -> None:
+    if trace is not None:
+        rule = " | ".join(c.describe() for c in _chain(convert)) if convert else "as is"
+        trace.append(
+            {"field": target, "source": source, "rule": rule, "outcome": outcome}
+        )
 
 
 def _field_value(target: str, rule: models.FieldRule, context: dict[str, Any]) -> Any:
@@ -34,7 +65,24 @@ def _field_value(target: str, rule: models.FieldRule, context: dict[str, Any]) -
         if rule.on_null == "keep":
             return source
         return _apply_policy(target, rule.on_null, rule, "is empty")
-    return source
+    if not rule.convert:
+        return source
+    try:
+        return converters.apply_chain(source, _chain(rule.convert))
+    except converters.ConversionError as exc:
+        raise errors.StepInputError(f"field {target!r}: {exc}", field=target) from None
+
+
+_CHAINS: dict[str, list[Any]] = {}
+
+
+def _chain(convert: list[Any] | None) -> list[Any]:
+    """Parsed converters, once per distinct chain."""
+    key = repr(convert)
+    chain = _CHAINS.get(key)
+    if chain is None:
+        chain = _CHAINS[key] = converters.parse_chain(convert)
+    return chain
 
 
 def _read_source(target: str, rule: models.FieldRule, context: dict[str, Any]) -> Any:
