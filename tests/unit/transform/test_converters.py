@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -654,3 +655,13 @@ def test_lookup_refuses_keys_that_read_the_same():
     chain = {"lookup": {"values": {"a": 1, "A": 2}, "case_insensitive": True}}
 
     assert "'A' and another key read the same" in load_error(chain)
+
+
+def test_every_converter_is_documented():
+    page = (Path(__file__).resolve().parents[3] / "docs" / "mappings.md").read_text()
+    missing = [
+        name
+        for name in converters.CATALOGUE
+        if f"- `{name}`" not in page and f"- `{name} {{" not in page
+    ]
+    assert missing == []
