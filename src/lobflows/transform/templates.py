@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+import re
 from typing import Any
 
 import jinja2
@@ -25,10 +26,42 @@ MAX_TEXT_LENGTH = 1_000_000
 MAX_POWER_EXPONENT = 100
 
 
+# String methods whose argument is a length to pad to: bounded like repetition.
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+# A width or precision in a format specification: "{:>999}" or "%999s".
+_FORMAT_WIDTH = re.compile(r"(\d{5,})")
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with guards against arithmetic that would exhaust memory."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        # Refuse loudly instead of handing back an undefined value that could
+        # slip into output (e.g. through map(attribute=...)).
+        raise jinja2.exceptions.SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed"
+        )
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - the sandbox's own signature
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            sizes = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
+            if name in _PADDING_METHODS and any(n > MAX_TEXT_LENGTH for n in sizes):
+                raise errors.TemplateError(
+                    f"{name}() to more than {MAX_TEXT_LENGTH} characters is refused"
+                )
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_format(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_format(obj, argument)
+        return super().getitem(obj, argument)
 
     def call_binop(
         self, context: Any, operator_name: str, left: Any, right: Any
@@ -53,6 +86,16 @@ class _Environment(ImmutableSandboxedEnvironment):
         return operator.mul(left, right)
 
 
+def _check_format(obj: Any, attribute: Any) -> None:
+    # str.format comes back wrapped by the sandbox; its widths are checked here.
+    if (
+        isinstance(obj, str)
+        and attribute in ("format", "format_map")
+        and _FORMAT_WIDTH.search(obj)
+    ):
+        raise errors.TemplateError("format widths of five digits or more are refused")
+
+
 def _iso_date(value: Any, input_format: str | None = None) -> str:
     """A date as ISO 8601 (YYYY-MM-DD), from ISO text or an explicit strptime format."""
     if isinstance(value, dt.datetime):
@@ -69,6 +112,14 @@ def _iso_date(value: Any, input_format: str | None = None) -> str:
         raise errors.TemplateError(
             f"{text!r} is not a date in the format {expected}"
         ) from None
+
+
+def _bounded_format(value: Any, *args: Any, **kwargs: Any) -> str:
+    """The ``format`` filter (printf style), refusing widths that exhaust memory."""
+    text = str(value)
+    if _FORMAT_WIDTH.search(text):
+        raise errors.TemplateError("format widths of five digits or more are refused")
+    return jinja2.filters.do_format(text, *args, **kwargs)
 
 
 def _text(value: Any) -> Any:
@@ -93,6 +144,7 @@ def _environment(finalize: Any = _text) -> _Environment:
         finalize=finalize,
     )
     env.filters["iso_date"] = _iso_date
+    env.filters["format"] = _bounded_format
     # Only plain helpers; the default globals (cycler, joiner, lipsum) carry
     # Python functions that an attacker could try to walk from.
     # namespace() lets a loop add up values, e.g. the total of order lines.
@@ -113,6 +165,7 @@ class Template:
         self.source = source
         self._expression = _single_expression(source) if env is _env else None
         try:
+            _refuse_internals(env.parse(source), source)
             if self._expression is not None:
                 self._template = env.compile_expression(
                     self._expression, undefined_to_none=False
@@ -153,6 +206,15 @@ class Template:
 
 class MissingValueError(errors.TemplateError):
     """A template referred to a value that the run data does not have."""
+
+
+def _refuse_internals(parsed: nodes.Template, source: str) -> None:
+    """Names that reach the template machinery itself are refused at compile time."""
+    for name in parsed.find_all(nodes.Name):
+        if name.name in ("self", "loop_context", "context"):
+            raise errors.TemplateError(
+                f"template {source!r} uses {name.name!r}, which templates may not reach"
+            )
 
 
 def _single_expression(source: str) -> str | None:
