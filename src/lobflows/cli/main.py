@@ -735,9 +735,11 @@ async def _run_fixtures(flows_dir: Path) -> Any:
 
 
 # Sub-commands kept in modules of their own; they use the helpers above.
+from lobflows.cli.docs import docs_command  # noqa: E402
 from lobflows.cli.tasks import tasks_app  # noqa: E402
 
 app.add_typer(tasks_app, name="tasks")
+app.command("docs")(docs_command)
 
 
 def main() -> None:
