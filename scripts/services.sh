@@ -26,3 +26,9 @@ if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
   start_postgresql
 fi
 wait_for PostgreSQL "pg_isready -h 127.0.0.1 -p 5432"
+
+if ! mysqladmin -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; then
+  echo "services: MariaDB is down; starting it"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+fi
+wait_for MariaDB "mysqladmin -h 127.0.0.1 -P 3306 -uroot ping"

@@ -150,3 +150,13 @@ class TaskNotFoundError(RunNotFoundError):
 class DecisionRefusedError(LobflowsError):
     """A decision or delegation the task does not accept: not an assignee,
     the requester approving their own request, a closed task, a bad form."""
+
+
+class RecordFileError(LobflowsError):
+    """A file of records cannot be read or written."""
+
+    def __init__(self, path: Any, message: str, *, row: int | None = None) -> None:
+        where = f"{path}, row {row}" if row is not None else str(path)
+        super().__init__(f"{where}: {message}", path=str(path), row=row)
+        self.path = path
+        self.row = row

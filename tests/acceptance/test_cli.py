@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from lobflows.connectors.base import connector_classes
 from tests import support
 
 pytestmark = pytest.mark.acceptance
+# Every registered connection type, as error messages list them.
+KNOWN_TYPES = ", ".join(sorted(connector_classes()))
 
 BROKEN = """flow: Bad Name
 card:
@@ -86,7 +89,7 @@ def test_validate_reports_a_connection_of_an_unknown_type(env, tmp_path: Path):
 
     assert result.returncode == 1
     assert (
-        "connections.crm.type: expected one of erpnext, http, slack_webhook, smtp (got 'nosuch')"
+        f"connections.crm.type: expected one of {KNOWN_TYPES} (got 'nosuch')"
         in result.stderr
     )
 
@@ -150,7 +153,7 @@ def test_validate_checks_calls_against_the_declared_connections(env, tmp_path: P
     assert result.returncode == 1
     for phrase in (
         "connections.crm.timeout_seconds: input should be a valid number",
-        "connections.chat.type: expected one of erpnext, http, slack_webhook, smtp (got 'erpnextt')",
+        f"connections.chat.type: expected one of {KNOWN_TYPES} (got 'erpnextt')",
         "no connection named 'nope'; declared: chat, crm",
         "connection 'crm' (http) has no action 'frob'; known: request",
     ):

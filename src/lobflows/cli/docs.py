@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lobflows import docs, errors
-from lobflows.cli import main as cli
+from lobflows.cli import common as cli
 
 
 def docs_command(

@@ -2,43 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
-import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from lobflows import errors, logs
 from lobflows.cli import views
+from lobflows.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    console,
+    err_console,
+    fail,
+    options,
+    run_async,
+    with_store,
+)
 from lobflows.settings import DEFAULT_DATABASE_URL, Settings
 
 T = TypeVar("T")
 
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_CONFIGURATION = 4
-EXIT_INTERNAL = 70
-
-# Piped into a file or another command, tables keep whole run ids on one
-# line instead of wrapping at 80 columns; COLUMNS still wins when set.
-PIPED_WIDTH = 200
-
-
-def _width(stream: Any) -> int | None:
-    return None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
-
-
-console = Console(width=_width(sys.stdout))
-err_console = Console(stderr=True, width=_width(sys.stderr))
 app = typer.Typer(
     name="lobflows",
     help="Durable, documented flows between line-of-business systems.",
@@ -91,14 +81,6 @@ class LetterStatus(enum.StrEnum):
     replayed = "replayed"
     discarded = "discarded"
     all = "all"
-
-
-class _Options:
-    settings: Settings = Settings()
-    verbose: bool = False
-
-
-options = _Options()
 
 
 @app.callback()
@@ -207,53 +189,6 @@ def main_options(
         level=options.settings.log_level,
         json_lines=options.settings.log_format == "json",
     )
-
-
-def fail(message: str, code: int, hint: str | None = None) -> None:
-    err_console.print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
-    if hint:
-        err_console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False)
-    raise typer.Exit(code)
-
-
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; errors become one line and a named exit code."""
-    try:
-        return _event_loop_runner()(coroutine)
-    except typer.Exit:
-        raise
-    except errors.FlowFileError as exc:
-        for problem in exc.problems:
-            err_console.print(
-                str(problem), highlight=False, soft_wrap=True, markup=False
-            )
-        fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
-    except errors.RunNotFoundError as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
-    except errors.LobflowsError as exc:
-        fail(str(exc), EXIT_CONFIGURATION)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        if options.verbose:
-            err_console.print_exception()
-        fail(
-            f"unexpected {type(exc).__name__}: {exc}",
-            EXIT_INTERNAL,
-            "run again with --verbose to see the traceback",
-        )
-    raise AssertionError("unreachable")
-
-
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
-    """uvloop where it is installed (it comes with uvicorn[standard]), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -429,16 +364,6 @@ async def _flow_name(path: Path) -> str:
 
 
 # -- inspecting -------------------------------------------------------------
-
-
-async def with_store(action: Callable[[Any], Awaitable[T]]) -> T:
-    from lobflows.runtime import open_store
-
-    store = await open_store(options.settings)
-    try:
-        return await action(store)
-    finally:
-        await store.close()
 
 
 @runs_app.command("list")
@@ -735,11 +660,13 @@ async def _run_fixtures(flows_dir: Path) -> Any:
 
 
 # Sub-commands kept in modules of their own; they use the helpers above.
+from lobflows.cli.bulk import map_command  # noqa: E402
 from lobflows.cli.docs import docs_command  # noqa: E402
 from lobflows.cli.tasks import tasks_app  # noqa: E402
 
 app.add_typer(tasks_app, name="tasks")
 app.command("docs")(docs_command)
+app.command("map")(map_command)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lobflows.cli import main as cli
+from lobflows.cli import common as cli
 from lobflows.cli import views
 from lobflows.engine import tasks as task_rules
 

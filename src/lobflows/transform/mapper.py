@@ -36,15 +36,20 @@ class _Field:
     chain: list[converters.Converter]
     template: templates.Template | None
     nested: dict[str, _Field] | None
+    # The rule in words, for the trace and the docs; built once.
+    description: str
 
     def describe(self) -> str:
-        """The rule in words, for the trace and the docs."""
-        parts = [c.describe() for c in self.chain]
-        if self.rule.table:
-            parts.append(f"table {self.rule.table}")
-        if self.rule.each:
-            parts.append(f"each: mapping {self.rule.each}")
-        return " | ".join(parts) or "as is"
+        return self.description
+
+
+def _describe(rule: MappedField, chain: list[converters.Converter]) -> str:
+    parts = [c.describe() for c in chain]
+    if rule.table:
+        parts.append(f"table {rule.table}")
+    if rule.each:
+        parts.append(f"each: mapping {rule.each}")
+    return " | ".join(parts) or "as is"
 
 
 class Mapper:
@@ -221,10 +226,12 @@ def _compile(fields: dict[str, Any]) -> dict[str, _Field]:
     compiled = {}
     for name, raw in fields.items():
         rule = field_rule(raw)
+        chain = converters.parse_chain(rule.convert)
         compiled[name] = _Field(
             name=name,
             rule=rule,
-            chain=converters.parse_chain(rule.convert),
+            chain=chain,
+            description=_describe(rule, chain),
             template=(
                 templates.compile_template(rule.value)
                 if rule.value is not None

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from lobflows import docs, errors
-from lobflows.cli import main as cli
+from lobflows.cli import common as cli
 from lobflows.cli.docs import docs_command
 from lobflows.docs import markdown
 from lobflows.spec import diagram, loader, mappings, models
