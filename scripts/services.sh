@@ -32,3 +32,9 @@ if ! mysqladmin -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 fi
 wait_for MariaDB "mysqladmin -h 127.0.0.1 -P 3306 -uroot ping"
+
+if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  echo "services: RabbitMQ is down; starting it"
+  rabbitmq-server -detached
+fi
+wait_for RabbitMQ "rabbitmq-diagnostics -q check_port_connectivity"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from lobflows.store import RunStore
@@ -17,7 +15,6 @@ from lobflows.testing.servers import ServerThread
 from lobflows.testing.slack import SlackState, create_slack_app
 from tests import support
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ERPNEXT_KEY, ERPNEXT_SECRET = "test-api-key", "test-api-secret-value"
 CHAT_PATH = "T0TEST/B0TEST/test-chat-token"
 
@@ -28,14 +25,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'runs.db'}"
         return
-    name = f"lobflows_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with support.fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
+from lobflows import errors
 from lobflows.cli import views
+from lobflows.engine.events import Event, EventRouter
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.store import retention
@@ -22,6 +25,7 @@ from lobflows.triggers.schedule import Scheduler
 
 log = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600.0
+CONSUMER_BACKOFF_SECONDS = (1.0, 60.0)  # first and largest delay between reconnects
 
 
 async def serve(
@@ -54,8 +58,9 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    working = asyncio.create_task(runtime.worker.run()) if with_worker else None
+    # Background first: a flow consuming a connection that cannot consume stops here.
     background = _background(runtime) if with_worker else []
+    working = asyncio.create_task(runtime.worker.run()) if with_worker else None
     log.info(
         "Server listening",
         extra={
@@ -94,14 +99,88 @@ async def _watch(
 
 
 def _background(runtime: Runtime) -> list[asyncio.Task[Any]]:
-    """What a process with a worker also runs: schedules, polls and pruning."""
+    """What a process with a worker also runs: schedules, polls, queue
+    consumers and pruning."""
+    consumers = _consumers(runtime)
     scheduler = Scheduler(runtime.engine, on_started=runtime.worker.wake)
     poller = Poller(runtime.engine, on_started=runtime.worker.wake)
     return [
         asyncio.create_task(scheduler.run(runtime.worker.stopping)),
         asyncio.create_task(poller.run(runtime.worker.stopping)),
         asyncio.create_task(_prune_periodically(runtime)),
+        *(asyncio.create_task(consumer) for consumer in consumers),
     ]
+
+
+class _RepeatedConnectFailures(logging.Filter):
+    """Drops aiormq's own error line for each failed connect: the consumer
+    logs once per outage, and a broker down for an hour is one line, not 60."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+def _consumers(runtime: Runtime) -> list[Any]:
+    """One queue consumer per flow whose event trigger names a connection."""
+    router = EventRouter(runtime.engine)
+
+    async def deliver(event: Event) -> list[str]:
+        started = await router.deliver(event)
+        if started:
+            runtime.worker.wake()
+        return started
+
+    consumers = []
+    for flow, loaded in runtime.engine.project.flows.items():
+        trigger = loaded.spec.trigger.event
+        if trigger is None or trigger.connection is None:
+            continue
+        connection = runtime.engine.connections.get(trigger.connection)
+        if connection is None or not hasattr(connection, "consume"):
+            kind = "not declared" if connection is None else connection.kind
+            raise errors.ConfigurationError(
+                f"flow {flow!r} consumes connection {trigger.connection!r}, which "
+                f"cannot be consumed ({kind}); expected a broker connection such as rabbitmq"
+            )
+        consumers.append(_consume_forever(flow, connection, trigger, deliver))
+    aiormq_log = logging.getLogger("aiormq.connection")
+    if consumers and not any(
+        isinstance(f, _RepeatedConnectFailures) for f in aiormq_log.filters
+    ):
+        aiormq_log.addFilter(_RepeatedConnectFailures())
+    return consumers
+
+
+async def _consume_forever(
+    flow: str, connection: Any, trigger: Any, deliver: Any
+) -> None:
+    """Consume a flow's queue, reconnecting with backoff; one log line per outage."""
+    first, largest = CONSUMER_BACKOFF_SECONDS
+    delay, is_down = first, False
+    ids = {"flow": flow, "connection": connection.name, "queue": trigger.queue}
+
+    def ready() -> None:
+        nonlocal delay, is_down
+        delay = first
+        event = "consumer_reconnected" if is_down else "consumer_started"
+        log.info("Consuming the queue", extra={"event": event, **ids})
+        is_down = False
+
+    while True:
+        try:
+            await connection.consume(
+                trigger.queue, deliver, topic=trigger.topic, on_ready=ready
+            )
+        except Exception as exc:
+            if not is_down:
+                log.warning(
+                    "Queue consumer lost; reconnecting with backoff: %s",
+                    exc,
+                    extra={"event": "consumer_disconnected", **ids},
+                )
+                is_down = True
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, largest)
 
 
 async def _prune_periodically(runtime: Runtime) -> None:

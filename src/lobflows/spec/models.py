@@ -182,12 +182,41 @@ class ScheduleTrigger(Model):
 
 
 class EventTrigger(Model):
-    """An event on a topic starts a run: from an emit step, or a broker later."""
+    """An event on a topic starts a run: from an emit step, or from a queue of
+    a broker connection, each message of which becomes an event on the topic."""
 
     topic: str = Field(
         pattern=r"^[A-Za-z0-9_.*-]+$",
         description="Topic, or a pattern with * for one dot-separated part, e.g. hr.*.created.",
     )
+    connection: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Broker connection whose queue this flow consumes; none by default.",
+    )
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Queue to consume; required with connection.",
+    )
+
+    @model_validator(mode="after")
+    def _queue_with_connection(self) -> EventTrigger:
+        if self.connection is None and self.queue is not None:
+            raise ValueError(
+                "queue needs connection: the broker connection to read it from"
+            )
+        if self.connection is None:
+            return self
+        if self.queue is None:
+            raise ValueError(
+                f"connection {self.connection!r} needs queue: the queue to consume"
+            )
+        if "*" in self.topic:
+            raise ValueError(
+                f"a consumed queue needs a plain topic to name its events (got {self.topic!r})"
+            )
+        return self
 
 
 class PollTrigger(Model):

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
@@ -19,10 +18,10 @@ from lobflows.runtime import Runtime
 from lobflows.secrets import SecretStore
 from lobflows.settings import Settings
 from lobflows.triggers.poll import Poller
+from tests import support
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONTEXT = base.CallContext(
     run_id="r" * 32, flow="orders", step="s", attempt=1, timeout_seconds=10
 )
@@ -48,13 +47,8 @@ def database(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(backend, URL) of a fresh, empty database, dropped afterwards."""
     name = f"lobflows_sql_{uuid.uuid4().hex[:12]}"
     if request.param == "postgresql":
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield "postgresql", f"postgresql://postgres@127.0.0.1:5432/{name}"
-        finally:
-            with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with support.fresh_postgres_database() as url:
+            yield "postgresql", url
         return
     with mariadb_admin() as admin, admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE `{name}`")
