@@ -11,6 +11,7 @@ from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
 from lobflows.spec import loader
+from lobflows.testing.servers import ServerThread
 from lobflows.transform import fixtures
 from tests import support
 
@@ -233,3 +234,51 @@ def test_fixtures_pass_and_a_failing_case_shows_a_diff(tmp_path: Path):
     shown = support.cli(support.base_env("sqlite:///unused.db"), "test", str(folder))
     assert shown.returncode == 1
     assert "3 passed, 1 failed" in shown.stderr + shown.stdout
+
+
+ENRICHED = (
+    "flow: enrich-customers\n"
+    + CARD.replace("SENSITIVITY", "internal")
+    + """steps:
+  - id: customers
+    transform:
+      mapping: customer
+      input: "{{ input.rows }}"
+      enrich:
+        - field: region
+          call: geo.request
+          with: {method: GET, path: "/regions/{{ record.country }}"}
+          value: "{{ result.body.path }}"
+          cache_seconds: 3600
+"""
+)
+
+
+async def test_enrichment_asks_a_connector_once_per_value_within_the_cache(
+    store_url: str, tmp_path: Path
+):
+    service = support.Service()
+    with ServerThread(service.app()) as server:
+        folder = write_project(tmp_path)
+        (folder / "import-customers.yaml").unlink()
+        (folder / "enrich-customers.yaml").write_text(ENRICHED)
+        (folder / "connections.yaml").write_text(
+            f"connections:\n  geo: {{type: http, base_url: '{server.url}'}}\n"
+        )
+        runtime = await Runtime.open(Settings(database_url=store_url), folder)
+        try:
+            rows = [ROWS[0], {**ROWS[0], "name": "other"}, {**ROWS[0], "country": "FR"}]
+            run, _ = await runtime.engine.start_run(
+                "enrich-customers", input={"rows": rows}, trigger="manual"
+            )
+            await support.drain(runtime)
+            output = (await runtime.store.completed_steps(run.id))["customers"]
+        finally:
+            await runtime.close()
+
+    assert [r["region"] for r in output["records"]] == [
+        "/regions/Germany",
+        "/regions/Germany",
+        "/regions/France",
+    ]
+    assert service.log == ["GET /regions/Germany", "GET /regions/France"]

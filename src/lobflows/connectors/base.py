@@ -132,6 +132,11 @@ def check_project(project: Project, *, source: str) -> list[errors.Problem]:
         for location, step in steps:
             if isinstance(step.get("undo"), dict):
                 calls.append(((*location, "undo"), step["undo"]))
+            transform = step.get("transform")
+            enrich = transform.get("enrich") if isinstance(transform, dict) else None
+            for i, lookup in enumerate(enrich if isinstance(enrich, list) else []):
+                if isinstance(lookup, dict):
+                    calls.append(((*location, "transform", "enrich", i), lookup))
         for location, step in [*calls, *steps]:
             if not isinstance(step.get("call"), str) or "." not in step["call"]:
                 continue

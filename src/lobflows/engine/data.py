@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
+import orjson
+
 from lobflows import errors
 from lobflows.engine import events
-from lobflows.engine.state import (
-    Pass,
-)
+from lobflows.engine.state import Pass
 from lobflows.spec import models
 from lobflows.spec.mappings import SENSITIVE
 from lobflows.transform import templates, validation
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class DataSteps:
-    """Mapping, validation, condition and emit steps of the engine. A part of `Engine`, which provides the store, the
-    journal and the failure handling its methods use."""
+    """Mapping, validation, condition and emit steps of the engine. A part of
+    `Engine`, which provides the store, the journal and the failure handling
+    its methods use."""
 
     def mapper(self, name: str) -> Mapper:
         """The compiled mapping `name` of the project, built once."""
@@ -35,7 +37,42 @@ class DataSteps:
             found = self._mappers[name] = Mapper(loaded, self.project.mappings)
         return found
 
-    def _transform(self, state: Pass, step: models.TransformStep) -> Any:
+    async def _transform(self, state: Pass, step: models.TransformStep) -> Any:
+        output, mapped = self._map(state, step)
+        for record in mapped if step.transform.enrich else []:
+            await self._enrich(state, step, record)
+        return output
+
+    async def _enrich(
+        self, state: Pass, step: models.TransformStep, record: dict[str, Any]
+    ) -> None:
+        """Add each enrich field to a mapped record, asking the connector once
+        per distinct question within the cache time."""
+        for enrich in step.transform.enrich:
+            context = {**state.context, "record": record}
+            params = self._render(step, enrich.with_, context)
+            key = (enrich.call, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+            cached = self._enrich_cache.get(key)
+            now = self.clock.now()
+            if cached is not None and cached[0] > now:
+                result = cached[1]
+            else:
+                call = models.CallStep(id=step.id, call=enrich.call, with_=enrich.with_)
+                question = hashlib.sha256(key[1]).hexdigest()[:12]
+                attempt = state.failures.get(step.id, 0) + 1
+                result = await self._call(
+                    state, call, params, attempt, key=f"{step.id}-enrich-{question}"
+                )
+                if enrich.cache_seconds > 0:
+                    self._enrich_cache[key] = (now + enrich.cache_seconds, result)
+            record[enrich.field] = self._render(
+                step, enrich.value, {**context, "result": result}
+            )
+
+    def _map(
+        self, state: Pass, step: models.TransformStep
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """The step's output, and the mapped records in it."""
         spec = step.transform
         data = self._render(step, spec.input, state.context)
         try:
@@ -47,14 +84,14 @@ class DataSteps:
         if not isinstance(data, list):
             try:
                 if not mapper.keeps(data):
-                    return None
+                    return None, []
                 output, trace = mapper.map(data)
             except RecordRejected as exc:
                 raise errors.StepInputError(
                     f"step {step.id!r}: mapping {spec.mapping!r}: {exc}", step=step.id
                 ) from None
             state.traces[step.id] = trace
-            return output
+            return output, [output]
         result = map_records(mapper, data)
         if result.rejected and spec.on_reject == "fail":
             first = result.rejected[0]
@@ -69,11 +106,12 @@ class DataSteps:
                 step=step.id,
             )
         state.traces[step.id] = result.trace
-        return {
+        output = {
             "records": result.records,
             "rejected": result.rejected,
             "dropped": result.dropped,
         }
+        return output, result.records
 
     def _validate(self, state: Pass, step: models.ValidateStep) -> Any:
         data = self._render(step, step.validate_.data, state.context)

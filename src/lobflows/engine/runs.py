@@ -68,6 +68,8 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
         self._versions: dict[str, int] = {}
         self._flows_by_version: dict[int, models.Flow] = {}
         self._mappers: dict[str, Mapper] = {}
+        # Answers of enrich lookups: (call, parameters) to (expiry, answer).
+        self._enrich_cache: dict[tuple[str, bytes], tuple[float, Any]] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
         # Called with a time at which some run becomes due (a retry, a child
         # run, a woken parent), so a local worker looks then instead of polling.
@@ -419,7 +421,9 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
         response = output if isinstance(step, models.RespondStep) else None
         # Only calls and emits reach outside the run; other steps are pure and
         # are simply repeated if a crash comes before their record commits.
-        has_effect = isinstance(step, models.CallStep | models.EmitStep)
+        has_effect = isinstance(step, models.CallStep | models.EmitStep) or (
+            isinstance(step, models.TransformStep) and bool(step.transform.enrich)
+        )
         await self.store.record_success(
             run_id=run.id,
             step=step.id,
@@ -479,7 +483,7 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
             state.traces[step.id] = trace
             return output
         if isinstance(step, models.TransformStep):
-            return self._transform(state, step)
+            return await self._transform(state, step)
         if isinstance(step, models.ValidateStep):
             return self._validate(state, step)
         if isinstance(step, models.CallStep):

@@ -303,6 +303,7 @@ def _template_problems(
             "foreach",
             "task",
             "undo",
+            "transform",
         ):
             for where, text in _strings(step.get(key), (*location, key)):
                 _try_compile(

@@ -678,6 +678,27 @@ class TaskStep(StepBase):
     )
 
 
+class Enrich(Model):
+    """A field added to each mapped record from a connector's answer, cached."""
+
+    field: str = Field(pattern=NAME_PATTERN, description="The field to add.")
+    call: str = Field(
+        pattern=r"^[a-z0-9_-]+\.[a-z0-9_]+$", description="connection.action"
+    )
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="Parameters; templates see `record`, the mapped record.",
+    )
+    value: str = Field(
+        default="{{ result }}",
+        description="Template over `result` (the answer) and `record` giving the value.",
+    )
+    cache_seconds: float = Field(
+        default=300, ge=0, description="Answers are reused for this long; 0: never."
+    )
+
+
 class Transform(Model):
     mapping: str = Field(
         pattern=NAME_PATTERN,
@@ -690,6 +711,10 @@ class Transform(Model):
     on_reject: Literal["fail", "skip"] = Field(
         default="fail",
         description="A list with records that cannot be mapped: fail the step, or skip them and list them.",
+    )
+    enrich: list[Enrich] = Field(
+        default_factory=list,
+        description="Fields looked up through a connector for each mapped record.",
     )
 
 
