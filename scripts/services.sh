@@ -38,3 +38,19 @@ if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   rabbitmq-server -detached
 fi
 wait_for RabbitMQ "rabbitmq-diagnostics -q check_port_connectivity"
+
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  echo "services: Redis is down; starting it"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+wait_for Redis "redis-cli -h 127.0.0.1 ping | grep -q PONG"
+
+if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222' >/dev/null 2>&1; then
+  echo "services: NATS is down; starting it"
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+fi
+wait_for NATS "bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'"

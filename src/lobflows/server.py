@@ -140,7 +140,7 @@ def _consumers(runtime: Runtime) -> list[Any]:
             kind = "not declared" if connection is None else connection.kind
             raise errors.ConfigurationError(
                 f"flow {flow!r} consumes connection {trigger.connection!r}, which "
-                f"cannot be consumed ({kind}); expected a broker connection such as rabbitmq"
+                f"cannot be consumed ({kind}); expected a broker connection (rabbitmq, nats, redis_stream)"
             )
         consumers.append(_consume_forever(flow, connection, trigger, deliver))
     aiormq_log = logging.getLogger("aiormq.connection")

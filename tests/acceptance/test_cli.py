@@ -158,3 +158,17 @@ def test_validate_checks_calls_against_the_declared_connections(env, tmp_path: P
         "connection 'crm' (http) has no action 'frob'; known: request",
     ):
         assert phrase in result.stderr, result.stderr
+
+
+def test_connectors_lists_types_and_shows_one(env):
+    listed = support.cli(env, "connectors", "list")
+    shown = support.cli(env, "connectors", "show", "http")
+    missing = support.cli(env, "connectors", "show", "nope")
+
+    assert listed.returncode == 0
+    for kind in ("erpnext", "http", "smtp", "sql", "rabbitmq"):
+        assert kind in listed.stdout
+    assert shown.returncode == 0
+    assert "fetch_all" in shown.stdout and "base_url" in shown.stdout
+    assert "failures_to_open" in shown.stdout  # the limits every connection takes
+    assert missing.returncode == 3 and "no connection type 'nope'" in missing.stderr

@@ -661,10 +661,12 @@ async def _run_fixtures(flows_dir: Path) -> Any:
 
 # Sub-commands kept in modules of their own; they use the helpers above.
 from lobflows.cli.bulk import map_command  # noqa: E402
+from lobflows.cli.connectors import connectors_app  # noqa: E402
 from lobflows.cli.docs import docs_command  # noqa: E402
 from lobflows.cli.tasks import tasks_app  # noqa: E402
 
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(connectors_app, name="connectors")
 app.command("docs")(docs_command)
 app.command("map")(map_command)
 

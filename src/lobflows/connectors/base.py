@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pydantic
 
 from lobflows import errors
+from lobflows.connectors.limits import Limits
 from lobflows.secrets import SecretStore
 from lobflows.spec.loader import Project, step_locations, subflow_problems
 
@@ -60,6 +61,8 @@ class Connector:
         self.name = name
         self.settings = settings
         self.secrets = secrets
+        # Concurrency, rate and breaker settings (connections.yaml `limits`).
+        self.limits = Limits()
 
     async def call(
         self, action: str, params: dict[str, Any], context: CallContext
@@ -110,10 +113,14 @@ def build_connections(
     validated, problems = _validate_settings(declared, source)
     if problems:
         raise errors.FlowFileError(source, problems)
-    return {
-        name: cls(name, settings, secrets)
-        for name, (cls, settings) in validated.items()
-    }
+    connections = {}
+    for name, (cls, settings) in validated.items():
+        connection = cls(name, settings, secrets)
+        connection.limits = Limits.model_validate(
+            (declared[name] or {}).get("limits") or {}
+        )
+        connections[name] = connection
+    return connections
 
 
 def check_project(project: Project, *, source: str) -> list[errors.Problem]:
@@ -222,6 +229,18 @@ def _validate_settings(
     for name, raw in declared.items():
         settings = dict(raw or {})
         kind = settings.pop("type", None)
+        try:
+            Limits.model_validate(settings.pop("limits", None) or {})
+        except pydantic.ValidationError as exc:
+            for e in exc.errors():
+                field = ".".join(
+                    str(p) for p in ("connections", name, "limits", *e["loc"])
+                )
+                problems.append(
+                    errors.Problem(
+                        path=source, line=None, field=field, message=e["msg"].lower()
+                    )
+                )
         cls = classes.get(str(kind))
         if cls is None:
             known = ", ".join(sorted(classes))

@@ -21,6 +21,7 @@ from typing import Any
 
 from lobflows import errors
 from lobflows.connectors import base as connectors
+from lobflows.connectors.limits import Limiter
 from lobflows.engine import retry as retry_policy
 from lobflows.engine import tasks
 from lobflows.engine.branches import BranchSteps
@@ -68,6 +69,7 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
         self._versions: dict[str, int] = {}
         self._flows_by_version: dict[int, models.Flow] = {}
         self._mappers: dict[str, Mapper] = {}
+        self.limiter = Limiter(store, lambda: self.clock.now())
         # Answers of enrich lookups: (call, parameters) to (expiry, answer).
         self._enrich_cache: dict[tuple[str, bytes], tuple[float, Any]] = {}
         self._responses: dict[str, asyncio.Future[Any]] = {}
@@ -533,9 +535,15 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
             timeout_seconds=step.timeout_seconds,
         )
         try:
-            return await asyncio.wait_for(
-                connector.call(action, params, context), timeout=step.timeout_seconds
-            )
+            async with self.limiter.call(
+                connection_name,
+                connector.limits,
+                timeout_seconds=step.timeout_seconds,
+            ):
+                return await asyncio.wait_for(
+                    connector.call(action, params, context),
+                    timeout=step.timeout_seconds,
+                )
         except TimeoutError:
             raise errors.TransportError(
                 f"step {step.id!r}: {step.call} took longer than {step.timeout_seconds} s"

@@ -120,6 +120,13 @@ def lock_run(conn: sa.Connection, is_sqlite: bool, run_id: str) -> None:
         )
 
 
+def lock_name(conn: sa.Connection, is_sqlite: bool, name: str) -> None:
+    """Take turns on a name for the rest of the transaction (PostgreSQL's
+    advisory lock; SQLite's write lock already makes writers take turns)."""
+    if not is_sqlite:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+
+
 def update_run(conn: sa.Connection, run_id: str, values: dict[str, Any]) -> None:
     conn.execute(UPDATE_RUN, {"run_key": run_id, **values})
 

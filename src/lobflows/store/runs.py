@@ -17,6 +17,7 @@ from lobflows import errors
 from lobflows.store import records, tables
 from lobflows.store.base import INSERT_ATTEMPT, INSERT_RUN, update_run
 from lobflows.store.dead_letters import DeadLetterOps
+from lobflows.store.limits import LimitOps
 from lobflows.store.records import Attempt, RunRecord, cut_to_budget, new_run_id
 from lobflows.store.retention import RetentionOps
 from lobflows.store.schedules import ScheduleOps
@@ -24,7 +25,7 @@ from lobflows.store.signals import SignalOps
 from lobflows.store.tasks import TaskOps
 
 
-class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps):
+class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps, LimitOps):
     """Durable state of every run, shared by all workers of one installation.
 
     Runs, claims and the step journal live here; waits and signals, tasks,

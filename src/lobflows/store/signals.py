@@ -9,7 +9,13 @@ import sqlalchemy as sa
 
 from lobflows import errors
 from lobflows.store import tables
-from lobflows.store.base import INSERT_ATTEMPT, StoreBase, lock_run, update_run
+from lobflows.store.base import (
+    INSERT_ATTEMPT,
+    StoreBase,
+    lock_name,
+    lock_run,
+    update_run,
+)
 
 
 class SignalOps(StoreBase):
@@ -145,7 +151,7 @@ class SignalOps(StoreBase):
 
         def write(conn: sa.Connection) -> list[str]:
             now = time.time()
-            self._lock_key(conn, topic, key)
+            lock_name(conn, self.is_sqlite, f"{topic}\n{key}")
             w = tables.event_waits
             waiting = list(
                 conn.execute(
@@ -181,7 +187,7 @@ class SignalOps(StoreBase):
 
         def write(conn: sa.Connection) -> None:
             now = time.time()
-            self._lock_key(conn, topic, key)
+            lock_name(conn, self.is_sqlite, f"{topic}\n{key}")
             m = tables.event_mailbox
             early = conn.execute(
                 sa.select(m.c.id, m.c.data)
@@ -216,16 +222,6 @@ class SignalOps(StoreBase):
             ),
             wait=False,
         )
-
-    def _lock_key(self, conn: sa.Connection, topic: str, key: str) -> None:
-        # A wait registering and an event arriving for the same key take
-        # turns, so neither misses the other. SQLite's write lock does it there.
-        if not self.is_sqlite:
-            conn.execute(
-                sa.select(
-                    sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{topic}\n{key}"))
-                )
-            )
 
 
 def insert_signal(

@@ -256,3 +256,23 @@ event_mailbox = sa.Table(
     sa.UniqueConstraint("event_id"),
     sa.Index("ix_event_mailbox_topic_key", "topic", "key", "id"),
 )
+
+connection_slots = sa.Table(
+    "connection_slots",
+    metadata,
+    # A call in flight to a connection with a concurrency limit.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connection", sa.String(200), nullable=False),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Index("ix_connection_slots_connection", "connection"),
+)
+
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    # A token bucket per rate-limited connection, shared by every process.
+    sa.Column("connection", sa.String(200), primary_key=True),
+    sa.Column("tokens", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

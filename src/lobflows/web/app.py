@@ -39,8 +39,18 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
     return app
 
 
-async def _healthz(_request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+async def _healthz(request: Request) -> JSONResponse:
+    """Up, with each connection's circuit breaker: closed, open or half-open."""
+    runtime = request.app.state.runtime
+    breakers = runtime.engine.limiter.breakers
+    states = {
+        name: breakers[name].state if name in breakers else "closed"
+        for name in runtime.engine.connections
+    }
+    degraded = any(state != "closed" for state in states.values())
+    return JSONResponse(
+        {"status": "degraded" if degraded else "ok", "connections": states}
+    )
 
 
 def create_api(runtime: Runtime) -> FastAPI:

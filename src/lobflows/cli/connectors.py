@@ -1,0 +1,80 @@
+"""``lobflows connectors``: the connection types installed, their actions and settings."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from lobflows.cli import common as cli
+from lobflows.connectors.base import connector_classes
+from lobflows.connectors.limits import Limits
+
+connectors_app = typer.Typer(
+    help="Connection types: built in or from installed packages.", no_args_is_help=True
+)
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """Every connection type with its actions, built-ins and packages alike."""
+    table = Table(title="connection types", title_justify="left")
+    for column in ("type", "actions", "from"):
+        table.add_column(column, overflow="fold")
+    for kind, cls in sorted(connector_classes().items()):
+        table.add_row(kind, ", ".join(sorted(cls.actions)), cls.__module__)
+    cli.console.print(table)
+
+
+@connectors_app.command("show")
+def connectors_show(
+    kind: Annotated[str, typer.Argument(help="A connection type, e.g. http.")],
+) -> None:
+    """One connection type: what each action does, and its settings."""
+    classes = connector_classes()
+    cls = classes.get(kind)
+    if cls is None:
+        cli.fail(
+            f"no connection type {kind!r}; installed: {', '.join(sorted(classes))}",
+            cli.EXIT_NOT_FOUND,
+        )
+    cli.console.print(
+        f"[bold]{escape(kind)}[/]  {escape(cls.__doc__ or '')}", highlight=False
+    )
+    actions = Table(title="actions", title_justify="left")
+    for column in ("action", "what it does"):
+        actions.add_column(column, overflow="fold")
+    for name, text in sorted(cls.actions.items()):
+        actions.add_row(name, escape(text))
+    cli.console.print(actions)
+    cli.console.print(_settings_table(cls.settings_model, "settings"))
+    cli.console.print(_settings_table(Limits, "limits (every connection)"))
+
+
+def _settings_table(model: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("setting", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for name, field in model.model_fields.items():
+        shown = field.alias or name
+        default = (
+            "required"
+            if field.is_required()
+            else repr(field.get_default(call_default_factory=True))
+        )
+        table.add_row(
+            shown,
+            escape(_type_name(field.annotation)),
+            escape(default),
+            escape(field.description or ""),
+        )
+    return table
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a person reads it: HttpUrl, not pydantic.networks.HttpUrl."""
+    text = str(annotation).replace("<class '", "").replace("'>", "")
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", text)
