@@ -54,3 +54,5 @@ if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222' >/dev/null 2>&1; then
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 fi
 wait_for NATS "bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'"
+
+bash "$(dirname "$0")/slapd.sh"
