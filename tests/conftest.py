@@ -84,6 +84,8 @@ def onboarding_env(store_url: str, standins: Standins) -> dict[str, str]:
         LOBFLOWS_SECRET_HRIS_WEBHOOK_SECRET=support.WEBHOOK_KEY,
         LOBFLOWS_SECRET_FACILITIES_CHAT_WEBHOOK=standins.chat_webhook,
         LOBFLOWS_SECRET_TASK_LINK_KEY="test-task-link-key",
+        # The throwaway directory of scripts/slapd.sh, started by services.sh.
+        LOBFLOWS_SECRET_LDAP_ADMIN="lobflows-test-admin",
         LOBFLOWS_LEASE_SECONDS="2",
         LOBFLOWS_POLL_INTERVAL="0.1",
     )

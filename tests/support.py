@@ -256,3 +256,20 @@ def fresh_postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def directory_entry(uid: str) -> dict[str, Any]:
+    """A person's entry in the test directory (scripts/slapd.sh), read directly."""
+    import ldap3
+
+    server = ldap3.Server("ldap://127.0.0.1:3890")
+    with ldap3.Connection(
+        server, "cn=admin,dc=example,dc=com", "lobflows-test-admin", auto_bind=True
+    ) as conn:
+        conn.search(
+            "ou=people,dc=example,dc=com",
+            f"(uid={ldap3.utils.conv.escape_filter_chars(uid)})",
+            attributes=["cn", "mail", "sn", "givenName"],
+        )
+        assert conn.entries, f"no directory entry for uid {uid}"
+        return {k: list(v) for k, v in conn.entries[0].entry_attributes_as_dict.items()}

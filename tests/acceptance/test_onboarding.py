@@ -61,6 +61,13 @@ async def test_onboarding_sample_hire_reaches_erp_mail_and_chat(
     assert badge["status"] == "Open"
     [equipment] = standins.erpnext.query("Material Request")
     assert equipment["title"] == "Equipment for Ada Quinterro"
+    # the directory account, in the real slapd
+    [account_run] = await store.list_runs(flow="directory-account")
+    account_run = await support.wait_for_run(store, account_run.id)
+    assert account_run.status == "succeeded", account_run.error
+    entry = support.directory_entry("ada.quinterro")
+    assert entry["mail"] == ["ada.quinterro@example.com"]
+    assert entry["cn"] == ["Ada Quinterro"]
     [chat] = standins.chat.messages
     assert (
         "Ada Quinterro" in chat.payload["text"]

@@ -149,8 +149,12 @@ def test_load_project_loads_the_onboarding_example():
         Path(__file__).parents[3] / "examples" / "onboarding" / "flows"
     )
 
-    assert list(project.flows) == ["employee-onboarding", "onboarding-buddy"]
-    assert set(project.connections) == {"erpnext", "mail", "chat"}
+    assert list(project.flows) == [
+        "directory-account",
+        "employee-onboarding",
+        "onboarding-buddy",
+    ]
+    assert set(project.connections) == {"erpnext", "mail", "chat", "directory"}
     assert "people-team@example.com" in project.roles["hr"]
 
 
