@@ -172,3 +172,33 @@ def test_connectors_lists_types_and_shows_one(env):
     assert "fetch_all" in shown.stdout and "base_url" in shown.stdout
     assert "failures_to_open" in shown.stdout  # the limits every connection takes
     assert missing.returncode == 3 and "no connection type 'nope'" in missing.stderr
+
+
+def test_connectors_check_reaches_each_connection(env, tmp_path: Path):
+    (tmp_path / "noop.yaml").write_text(
+        """flow: noop
+card:
+  trigger: by hand
+  data: {entity: nothing, sensitivity: public}
+  transform: none
+  target: none
+  on_failure: dead letter
+  owner: team@example.com
+trigger: {manual: {}}
+steps:
+  - map: {ok: true}
+"""
+    )
+    (tmp_path / "connections.yaml").write_text(
+        f"""connections:
+  store: {{type: sql, url: "postgresql://postgres@127.0.0.1:5432/postgres"}}
+  gone: {{type: http, base_url: "http://127.0.0.1:{support.free_port()}/api"}}
+"""
+    )
+
+    result = support.cli(env, "connectors", "check", str(tmp_path))
+
+    assert result.returncode == 1
+    assert "store" in result.stdout and "connected to postgresql" in result.stdout
+    assert "gone" in result.stdout and "failed" in result.stdout
+    assert "1 connection(s) failed: gone" in result.stderr

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lobflows import errors
 from lobflows.cli import common as cli
 from lobflows.connectors.base import connector_classes
 from lobflows.connectors.limits import Limits
@@ -52,6 +54,54 @@ def connectors_show(
     cli.console.print(actions)
     cli.console.print(_settings_table(cls.settings_model, "settings"))
     cli.console.print(_settings_table(Limits, "limits (every connection)"))
+
+
+@connectors_app.command("check")
+def connectors_check(
+    flows_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of flows with connections.yaml.", envvar="LOBFLOWS_FLOWS"
+        ),
+    ],
+) -> None:
+    """Reach every declared connection with its settings and secrets; exit 1 if any fails."""
+    results = cli.run_async(_check_all(flows_dir))
+    table = Table(title="connections", title_justify="left")
+    for column in ("connection", "type", "result"):
+        table.add_column(column, overflow="fold")
+    for name, kind, ok, text in results:
+        mark = "[green]ok[/]" if ok else "[red]failed[/]"
+        table.add_row(name, kind, f"{mark} {escape(text)}")
+    cli.console.print(table)
+    failed = [name for name, _, ok, _ in results if not ok]
+    if failed:
+        cli.fail(
+            f"{len(failed)} connection(s) failed: {', '.join(failed)}",
+            cli.EXIT_PROBLEMS,
+        )
+
+
+async def _check_all(flows_dir: Path) -> list[tuple[str, str, bool, str]]:
+    from lobflows.connectors.base import build_connections
+    from lobflows.secrets import SecretStore, redactor
+    from lobflows.spec import loader
+
+    project = loader.load_project(flows_dir)
+    secrets = SecretStore.load(cli.options.settings.secrets_file)
+    connections = build_connections(
+        project.connections, secrets, source=str(flows_dir / loader.CONNECTIONS_FILE)
+    )
+    results = []
+    for name, connection in sorted(connections.items()):
+        try:
+            text, ok = await connection.check(), True
+        except errors.LobflowsError as exc:
+            text, ok = redactor.redact(str(exc)), False
+        finally:
+            await connection.close()
+        results.append((name, connection.kind, ok, text))
+    return results
 
 
 def _settings_table(model: Any, title: str) -> Table:

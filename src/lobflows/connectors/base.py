@@ -75,6 +75,11 @@ class Connector:
         method: Action = getattr(self, f"action_{action}")
         return await method(params, context)
 
+    async def check(self) -> str:
+        """Reach the system and prove the settings work; raises a ConnectorError
+        saying what is wrong. The default says the type has no check."""
+        return "no check for this type"
+
     async def close(self) -> None:
         """Release pooled connections."""
 

@@ -263,6 +263,20 @@ class HttpConnector(base.Connector):
             )
         return absolute
 
+    async def check(self) -> str:
+        """GET the base URL with the connection's auth: any answer below 500
+        other than 401/403 shows the system is there and lets us in."""
+        response = await self.client.request(
+            "GET", "", headers=await self._auth(False), timeout_seconds=10
+        )
+        if response.status_code in (401, 403) or response.status_code >= 500:
+            raise _http.status_error(
+                f"{self.name}: {self.settings.base_url} answered {response.status_code}",
+                response,
+                connection=self.name,
+            )
+        return f"{self.settings.base_url} answered {response.status_code}"
+
     async def _send(
         self, method: str, url: str, context: base.CallContext, **kwargs: Any
     ) -> tuple[httpx.Response, Any]:

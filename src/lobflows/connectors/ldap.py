@@ -473,6 +473,18 @@ class LdapConnector(base.Connector):
 
         return await self._run(work, context, what="find_users")
 
+    async def check(self) -> str:
+        """Bind with the connection's credentials."""
+        context = base.CallContext(
+            run_id="check",
+            flow="check",
+            step="check",
+            attempt=1,
+            timeout_seconds=self.settings.timeout_seconds,
+        )
+        await self._run(lambda c: None, context, what="check")
+        return f"bound to {self.settings.url} as {self.settings.bind_dn}"
+
     async def _run(
         self,
         work: Callable[[ldap3.Connection], T],

@@ -294,6 +294,18 @@ class SqlConnector(base.Connector):
 
         return await self._run(work, context, what=f"upsert into {p.table}")
 
+    async def check(self) -> str:
+        """Connect and run SELECT 1."""
+        context = base.CallContext(
+            run_id="check",
+            flow="check",
+            step="check",
+            attempt=1,
+            timeout_seconds=self.settings.timeout_seconds,
+        )
+        await self._run(lambda c: c.execute(sa.text("SELECT 1")), context, what="check")
+        return f"connected to {self.url.render_as_string(hide_password=True)}"
+
     async def _run(
         self,
         work: Callable[[sa.Connection], T],
