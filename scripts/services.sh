@@ -55,4 +55,12 @@ if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222' >/dev/null 2>&1; then
 fi
 wait_for NATS "bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'"
 
+if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/1883' >/dev/null 2>&1; then
+  echo "services: Mosquitto is down; starting it"
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+fi
+wait_for Mosquitto "bash -c 'exec 3<>/dev/tcp/127.0.0.1/1883'"
+
+bash "$(dirname "$0")/sshd.sh"
+
 bash "$(dirname "$0")/slapd.sh"
