@@ -155,7 +155,7 @@ def test_validate_checks_calls_against_the_declared_connections(env, tmp_path: P
         "connections.crm.timeout_seconds: input should be a valid number",
         f"connections.chat.type: expected one of {KNOWN_TYPES} (got 'erpnextt')",
         "no connection named 'nope'; declared: chat, crm",
-        "connection 'crm' (http) has no action 'frob'; known: request",
+        "connection 'crm' (http) has no action 'frob'; known: fetch_all, request",
     ):
         assert phrase in result.stderr, result.stderr
 
