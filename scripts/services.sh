@@ -64,3 +64,4 @@ wait_for Mosquitto "bash -c 'exec 3<>/dev/tcp/127.0.0.1/1883'"
 bash "$(dirname "$0")/sshd.sh"
 
 bash "$(dirname "$0")/slapd.sh"
+bash "$(dirname "$0")/dovecot.sh"

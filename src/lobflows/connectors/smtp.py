@@ -7,6 +7,10 @@ retried send can be recognised downstream.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import unicodedata
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Literal
@@ -16,6 +20,9 @@ import pydantic
 
 from lobflows import errors
 from lobflows.connectors import _http, base
+
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+_MAX_FILENAME_CHARS = 120
 
 
 class SmtpSettings(base.Settings):
@@ -34,6 +41,75 @@ class SmtpSettings(base.Settings):
     allow_networks: list[str] = pydantic.Field(
         default_factory=list, description="CIDRs exempt from the address guard."
     )
+    max_attachment_bytes: int = pydantic.Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="Largest total size of a message's attachments, in bytes.",
+    )
+
+
+class Attachment(pydantic.BaseModel):
+    """One file attached to a message: base64 content or text."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    filename: str
+    content_base64: str | None = None
+    text: str | None = None
+    content_type: str | None = pydantic.Field(
+        default=None,
+        description="MIME type; default text/plain for text, else application/octet-stream.",
+    )
+
+    @pydantic.field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        return sanitise_filename(value)
+
+    @pydantic.field_validator("content_type")
+    @classmethod
+    def _mime_type(cls, value: str | None) -> str | None:
+        if value is not None and not _CONTENT_TYPE.match(value):
+            raise ValueError(f"{value!r} is not a MIME type like text/csv")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _one_content(self) -> Attachment:
+        if (self.content_base64 is None) == (self.text is None):
+            raise ValueError("give exactly one of content_base64 or text")
+        return self
+
+    def content(self) -> bytes:
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        try:
+            return base64.b64decode(self.content_base64 or "", validate=True)
+        except binascii.Error:
+            raise ValueError(
+                f"attachment {self.filename!r}: content_base64 is not base64"
+            ) from None
+
+    def mime_type(self) -> tuple[str, str]:
+        default = "text/plain" if self.text is not None else "application/octet-stream"
+        maintype, subtype = (self.content_type or default).lower().split("/", 1)
+        return maintype, subtype
+
+
+def sanitise_filename(name: str) -> str:
+    """A bare file name: no folders, controls, quotes or leading dots."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").split("/")[-1]
+    name = "".join(
+        c for c in name if unicodedata.category(c)[0] != "C" and c not in '"<>:|?*'
+    )
+    name = name.strip().lstrip(".").strip()
+    if len(name) > _MAX_FILENAME_CHARS:
+        stem, dot, suffix = name.rpartition(".")
+        keep = _MAX_FILENAME_CHARS - len(suffix) - 1
+        name = (
+            f"{stem[:keep]}.{suffix}"
+            if dot and keep > 0
+            else name[:_MAX_FILENAME_CHARS]
+        )
+    return name or "attachment"
 
 
 class SendParams(pydantic.BaseModel):
@@ -44,6 +120,19 @@ class SendParams(pydantic.BaseModel):
     html: str | None = None
     cc: list[str] = pydantic.Field(default_factory=list)
     reply_to: str | None = None
+    in_reply_to: str | None = pydantic.Field(
+        default=None, description="Message-ID this message answers."
+    )
+    references: list[str] = pydantic.Field(default_factory=list)
+    attachments: list[Attachment] = pydantic.Field(default_factory=list)
+
+    @pydantic.field_validator("in_reply_to", "references")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        for item in [value] if isinstance(value, str) else value or []:
+            if any(c in item for c in "\r\n"):
+                raise ValueError("must be one line")
+        return value
 
     @pydantic.field_validator("to")
     @classmethod
@@ -69,7 +158,9 @@ class SmtpConnector(base.Connector):
 
     kind = "smtp"
     settings_model = SmtpSettings
-    actions = {"send": "Send one message (text and/or HTML) to one or more recipients."}
+    actions = {
+        "send": "Send one message (text and/or HTML, attachments) to one or more recipients."
+    }
 
     def __init__(self, name: str, settings: SmtpSettings, secrets: Any) -> None:
         super().__init__(name, settings, secrets)
@@ -82,6 +173,7 @@ class SmtpConnector(base.Connector):
             SendParams, params, action=f"{self.name}.send"
         )
         message = self._message(p, context)
+        self._attach(message, p.attachments)
         await self.guard.check(self.settings.host, self.settings.port)
         try:
             refused, reply = await aiosmtplib.send(
@@ -127,6 +219,11 @@ class SmtpConnector(base.Connector):
         if p.reply_to:
             message["Reply-To"] = p.reply_to
         message["Subject"] = p.subject
+        if p.in_reply_to:
+            message["In-Reply-To"] = p.in_reply_to
+        references = p.references or ([p.in_reply_to] if p.in_reply_to else [])
+        if references:
+            message["References"] = " ".join(references)
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = (
             f"<{context.idempotency_key}@{self.settings.message_id_domain}>"
@@ -135,6 +232,34 @@ class SmtpConnector(base.Connector):
         if p.html is not None:
             message.add_alternative(p.html, subtype="html")
         return message
+
+    def _attach(self, message: EmailMessage, attachments: list[Attachment]) -> None:
+        total = 0
+        for attachment in attachments:
+            try:
+                content = attachment.content()
+            except ValueError as exc:
+                raise errors.StepInputError(f"{self.name}.send: {exc}") from None
+            total += len(content)
+            if total > self.settings.max_attachment_bytes:
+                raise errors.StepInputError(
+                    f"{self.name}.send: attachments exceed "
+                    f"{self.settings.max_attachment_bytes} bytes "
+                    f"(at {attachment.filename!r})"
+                )
+            maintype, subtype = attachment.mime_type()
+            if attachment.text is not None and maintype == "text":
+                # As str, so the email package declares charset=utf-8.
+                message.add_attachment(
+                    attachment.text, subtype=subtype, filename=attachment.filename
+                )
+                continue
+            message.add_attachment(
+                content,
+                maintype=maintype,
+                subtype=subtype,
+                filename=attachment.filename,
+            )
 
     def _smtp_options(self, context: base.CallContext) -> dict[str, Any]:
         s = self.settings
