@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Starts a throwaway OpenSSH server for the SFTP tests: 127.0.0.1:2222, its
-# own config and host key under .work/sshd, SFTP only, one user
-# (lobflows-sftp) who logs in with a key generated there. Installs
-# openssh-server when it is missing; running it again changes nothing.
+# own config and host key in a state folder of the machine (not of a
+# checkout, so every clone finds the keys of the server already running),
+# SFTP only, one user (lobflows-sftp) who logs in with a key generated
+# there. Installs openssh-server when it is missing; running it again
+# changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=2222
 USER_NAME=lobflows-sftp
 USER_HOME=/var/lib/lobflows-sftp
-STATE=.work/sshd
-STATE_ABS="$(pwd)/$STATE"
+STATE="${LOBFLOWS_SSHD_STATE:-/var/lib/lobflows-test/sshd}"
+STATE_ABS="$STATE"
 
 is_up() {
   bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" >/dev/null 2>&1

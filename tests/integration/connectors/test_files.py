@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 SSHD_PORT = 2222
 SFTP_USER = "lobflows-sftp"
 SFTP_HOME = Path("/var/lib/lobflows-sftp")
-SSHD_STATE = support.REPO / ".work" / "sshd"
+# Where scripts/sshd.sh keeps the server's keys (shared by every checkout).
+SSHD_STATE = Path(os.environ.get("LOBFLOWS_SSHD_STATE", "/var/lib/lobflows-test/sshd"))
 CONTEXT = CallContext(run_id="r1", flow="f", step="s", attempt=1, timeout_seconds=20)
 RECORDS = [
     {"id": "1", "name": "Ada", "city": "London"},
