@@ -111,6 +111,11 @@ class TransportError(ConnectorError):
     retryable = True
 
 
+class CircuitOpenError(TransportError):
+    """The connection's breaker is open: the call was not made. Waiting for
+    the breaker spends none of the step's attempts."""
+
+
 class RemoteStatusError(ConnectorError):
     """The other system answered with an error."""
 

@@ -80,7 +80,7 @@ class Breaker:
             return
         if now < self.open_until or self.probing:
             wait = max(self.open_until - now, 0.0)
-            raise errors.TransportError(
+            raise errors.CircuitOpenError(
                 f"{connection}: calls are paused after {self.failures} failures in a row "
                 f"(circuit breaker open; next try in {wait:.0f} s)",
                 retry_after_seconds=wait or self.cool_down_seconds,

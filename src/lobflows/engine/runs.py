@@ -325,6 +325,7 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
                 error=d.error,
                 started_at=d.started_at,
                 next_attempt_at=d.next_attempt_at or 0.0,
+                status="paused" if d.paused else "failed",
             )
             log.info(
                 "Step failed; retry scheduled",
@@ -585,7 +586,12 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
             step.retry if isinstance(step, models.CallStep) else None
         ) or state.flow.retry
         next_at = None
-        if retry_policy.should_retry(policy, attempt=attempt, retryable=exc.retryable):
+        paused = isinstance(exc, errors.CircuitOpenError)
+        if paused:
+            next_at = self.clock.now() + (exc.retry_after_seconds or 1.0)
+        elif retry_policy.should_retry(
+            policy, attempt=attempt, retryable=exc.retryable
+        ):
             delay = retry_policy.delay_seconds(
                 policy,
                 failed_attempt=attempt,
@@ -600,6 +606,7 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
             retryable=exc.retryable,
             started_at=started_at,
             next_attempt_at=next_at,
+            paused=paused,
         )
 
 

@@ -57,6 +57,9 @@ class Failure:
     retryable: bool
     started_at: float
     next_attempt_at: float | None
+    # The call was not made (the breaker was open): journaled as paused, it
+    # does not count as an attempt.
+    paused: bool = False
 
 
 def branch_step_id(step_id: str, branch: str) -> str:

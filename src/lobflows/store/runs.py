@@ -355,14 +355,18 @@ class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps, Lim
         error: str,
         started_at: float,
         next_attempt_at: float,
+        status: str = "failed",
     ) -> None:
-        """Journal a failed attempt and put the run back in the queue for later."""
+        """Journal a failed attempt and put the run back in the queue for later.
+
+        A `paused` attempt (the call was not made) does not count as one.
+        """
         now = time.time()
         attempt_row = self._attempt_row(
             run_id=run_id,
             step=step,
             attempt=attempt,
-            status="failed",
+            status=status,
             input=input,
             error=error,
             retryable=True,

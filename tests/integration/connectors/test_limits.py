@@ -141,6 +141,7 @@ async def test_a_breaker_opens_fails_fast_and_closes_after_a_good_probe(
             clock.advance(31)
             await pass_once(runtime)  # the probe succeeds and closes it
             done = await runtime.store.get_run(run.id)
+            journal = [a.status for a in await runtime.store.attempts(run.id)]
             breaker = runtime.engine.limiter.breakers["svc"].state
             assert (await healthz(runtime))["status"] == "ok"
         finally:
@@ -149,6 +150,8 @@ async def test_a_breaker_opens_fails_fast_and_closes_after_a_good_probe(
     assert done.status == "succeeded"
     assert breaker == "closed"
     assert service.calls["/records"] == 4
+    # The call the open breaker stopped is journaled, but spends no attempt.
+    assert journal == ["failed", "failed", "paused", "failed", "succeeded"]
 
 
 def test_bad_limits_are_named_at_load(tmp_path: Path):
