@@ -20,7 +20,7 @@ import html
 import json
 import logging
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -82,6 +82,19 @@ class UpdateParams(DocumentParams):
 Filter = Annotated[list[Any], pydantic.Field(min_length=3, max_length=4)]
 
 
+class MethodParams(_Params):
+    """Parameters of ``call_method``."""
+
+    method: str = pydantic.Field(
+        pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$",
+        description="Dotted path of a whitelisted method, e.g. frappe.client.get_count.",
+    )
+    args: dict[str, Any] = pydantic.Field(default_factory=dict)
+    http_method: Literal["GET", "POST"] = pydantic.Field(
+        default="POST", description="GET for read-only methods; POST for the rest."
+    )
+
+
 class ListParams(_Params):
     """Parameters of ``list``."""
 
@@ -90,6 +103,9 @@ class ListParams(_Params):
         default=None,
         description="AND conditions: a list of [field, operator, value] or a "
         "mapping of field to value (or to [operator, value]).",
+    )
+    or_filters: list[Filter] | dict[str, Any] | None = pydantic.Field(
+        default=None, description="OR conditions, in the same forms as filters."
     )
     fields: list[str] = pydantic.Field(
         default_factory=lambda: ["name"],
@@ -142,6 +158,7 @@ class ErpnextConnector(base.Connector):
         "create": "Create a document (POST /api/resource/{doctype}); returns it.",
         "get": "Read one document by name.",
         "update": "Change some fields of a document (PUT); returns it.",
+        "call_method": "Call a whitelisted method (POST, or GET for reads); returns its message.",
         "list": "List documents matching filters, one page at a time; returns rows.",
         "submit": "Submit a draft (docstatus 0 to 1); returns it. An already "
         "submitted document is returned as it is.",
@@ -208,10 +225,30 @@ class ErpnextConnector(base.Connector):
         }
         if p.filters:
             query["filters"] = json.dumps(p.filters)
+        if p.or_filters:
+            query["or_filters"] = json.dumps(p.or_filters)
         if p.order_by:
             query["order_by"] = p.order_by
         response = await self._send("GET", _list_path(p.doctype), context, params=query)
         return self._data(response, f"list {p.doctype}")
+
+    async def action_call_method(
+        self, params: dict[str, Any], context: base.CallContext
+    ) -> Any:
+        p: MethodParams = base.parse_params(
+            MethodParams, params, action=f"{self.name}.call_method"
+        )
+        path = f"/api/method/{p.method}"
+        if p.http_method == "GET":
+            query = {
+                k: v if isinstance(v, str) else json.dumps(v) for k, v in p.args.items()
+            }
+            response = await self._send("GET", path, context, params=query)
+        else:
+            response = await self._send("POST", path, context, json=p.args)
+        if response.is_success:
+            return response.json().get("message")
+        raise self._error(response, f"call {p.method}")
 
     async def action_submit(
         self, params: dict[str, Any], context: base.CallContext

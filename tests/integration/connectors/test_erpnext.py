@@ -440,3 +440,37 @@ async def test_erpnext_delete_during_maintenance_is_retryable(
     assert (error.status, error.retryable, error.retry_after_seconds) == (503, True, 3)
     assert error.context["exc_type"] == "SessionStopped"
     assert name in state.docs["Purchase Order"]
+
+
+async def test_erpnext_call_method_returns_the_message(erp, state):
+    await call(erp, "create", doctype="Supplier", doc={"supplier_name": "Brightline"})
+
+    count = await call(
+        erp,
+        "call_method",
+        method="frappe.client.get_count",
+        args={"doctype": "Supplier", "filters": {"supplier_name": "Brightline"}},
+        http_method="GET",
+    )
+
+    assert count == 1
+
+
+async def test_erpnext_list_takes_or_filters(erp, state):
+    rows = await call(
+        erp,
+        "list",
+        doctype="Item",
+        fields=["item_code"],
+        or_filters=[["item_code", "=", "LAPTOP-14"], ["item_code", "=", "PAPER-A4"]],
+        order_by="item_code asc",
+    )
+
+    assert [r["item_code"] for r in rows] == ["LAPTOP-14", "PAPER-A4"]
+
+
+async def test_erpnext_call_method_unknown_is_a_permanent_error(erp):
+    with pytest.raises(errors.RemoteStatusError) as refused:
+        await call(erp, "call_method", method="lobflows.no_such_method", args={})
+    assert not refused.value.retryable
+    assert "Failed to get method" in str(refused.value)
