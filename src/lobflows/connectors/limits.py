@@ -15,7 +15,8 @@ Every connection may declare ``limits`` in connections.yaml::
 Concurrency and rate are kept in the run store, so all workers on all hosts
 share them; a call waits for a slot instead of failing. The breaker is kept
 per process: after `failures_to_open` failures in a row that say the system
-is unwell (timeouts, refused connections, 5xx, 429), calls fail fast without
+is unwell (timeouts, refused connections, 5xx; not 429, which says when to
+come back), calls fail fast without
 reaching it until the cool-down ends; then one call probes, and its success
 closes the breaker again.
 """
@@ -98,11 +99,17 @@ class Breaker:
 
 
 def is_unwell(exc: BaseException) -> bool:
-    """Whether a failure says the system is down or overloaded (not bad input)."""
+    """Whether a failure says the system is down or failing (not bad input).
+
+    A 429 does not count: the system is well and says when to come back,
+    which the retry honours through Retry-After.
+    """
+    if isinstance(exc, errors.CircuitOpenError):
+        return False
     if isinstance(exc, errors.TransportError):
         return True
     status = getattr(exc, "status", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
+    return isinstance(status, int) and status >= 500
 
 
 class Limiter:
