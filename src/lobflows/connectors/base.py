@@ -84,6 +84,31 @@ class Connector:
         """Release pooled connections."""
 
 
+class Translated:
+    """A block whose foreign exceptions become ours through `translate`
+    (which returns None for what is not the other system's), chained with from."""
+
+    def __init__(
+        self,
+        translate: Callable[..., errors.ConnectorError | None],
+        connection: str,
+        doing: str,
+    ) -> None:
+        self.translate = translate
+        self.connection = connection
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, errors.LobflowsError):
+            return
+        translated = self.translate(exc, connection=self.connection, doing=self.doing)
+        if translated is not None:
+            raise translated from exc
+
+
 def parse_params(
     model: type[pydantic.BaseModel], params: dict[str, Any], *, action: str
 ) -> Any:

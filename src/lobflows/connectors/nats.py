@@ -305,8 +305,8 @@ class NatsConnector(base.Connector):
             extra={"event": "nats_client_error", "connection": self.name},
         )
 
-    def _translated(self, doing: str) -> _Translation:
-        return _Translation(self.name, doing)
+    def _translated(self, doing: str) -> base.Translated:
+        return base.Translated(translate, self.name, doing)
 
 
 def parse_queue(queue: str) -> tuple[str, str, str | None]:
@@ -336,24 +336,6 @@ async def _give_back(messages: list[Any]) -> None:
             await message.nak()
         except Exception:  # the connection may be gone; ack wait covers it
             log.debug("Could not nak a message", exc_info=True)
-
-
-class _Translation:
-    """Turns nats-py's exceptions into ours, chained with from."""
-
-    def __init__(self, connection: str, doing: str) -> None:
-        self.connection = connection
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, errors.LobflowsError):
-            return
-        translated = translate(exc, connection=self.connection, doing=self.doing)
-        if translated is not None:
-            raise translated from exc
 
 
 def translate(

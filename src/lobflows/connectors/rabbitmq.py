@@ -261,8 +261,8 @@ class RabbitmqConnector(base.Connector):
             "ssl": is_tls,
         }
 
-    def _translated(self, doing: str) -> _Translation:
-        return _Translation(self.name, doing)
+    def _translated(self, doing: str) -> base.Translated:
+        return base.Translated(translate, self.name, doing)
 
 
 def message_event_id(message: Any) -> str:
@@ -270,24 +270,6 @@ def message_event_id(message: Any) -> str:
     if message.message_id:
         return f"amqp:{message.message_id}"
     return "amqp-sha256:" + hashlib.sha256(message.body).hexdigest()
-
-
-class _Translation:
-    """Turns aio-pika's and aiormq's exceptions into ours, chained with from."""
-
-    def __init__(self, connection: str, doing: str) -> None:
-        self.connection = connection
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, errors.LobflowsError):
-            return
-        translated = translate(exc, connection=self.connection, doing=self.doing)
-        if translated is not None:
-            raise translated from exc
 
 
 def translate(

@@ -332,8 +332,8 @@ class RedisStreamConnector(base.Connector):
             raise
         return client
 
-    def _translated(self, doing: str) -> _Translation:
-        return _Translation(self.name, doing)
+    def _translated(self, doing: str) -> base.Translated:
+        return base.Translated(translate, self.name, doing)
 
 
 def parse_queue(queue: str) -> tuple[str, str]:
@@ -355,24 +355,6 @@ def entry_event_id(stream: str, entry_id: str, fields: dict[str, str]) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Translation:
-    """Turns redis-py's exceptions into ours, chained with from."""
-
-    def __init__(self, connection: str, doing: str) -> None:
-        self.connection = connection
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, errors.LobflowsError):
-            return
-        translated = translate(exc, connection=self.connection, doing=self.doing)
-        if translated is not None:
-            raise translated from exc
 
 
 def translate(
