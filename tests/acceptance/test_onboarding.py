@@ -220,6 +220,7 @@ async def test_onboarding_duplicate_delivery_yields_one_run(
     assert len(support.welcomes(standins)) == 1
     # one hire, one buddy task for the manager
     [buddy] = await store.list_runs(flow="onboarding-buddy")
+    await support.wait_for_run(store, buddy.id, statuses=("waiting",))
     assert (await store.task_of_step(buddy.id, "choose_buddy")) is not None
 
 
