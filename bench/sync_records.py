@@ -418,4 +418,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # The context managers above have stopped the servers and dropped
+        # the database on the way out.
+        print("interrupted: servers stopped, database dropped", file=sys.stderr)
+        sys.exit(130)
