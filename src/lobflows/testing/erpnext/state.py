@@ -198,14 +198,16 @@ class ErpnextState:
         get_doctype(doctype)
         every = parse_filters(doctype, filters)
         some = parse_filters(doctype, or_filters)
+        # Filtered under the lock, copied after: a lookup by one field costs
+        # a pass over the documents, not a copy of every one of them.
         with self.lock:
-            docs = [dict(d) for d in self.docs[doctype].values()]
-        hits = [
-            d
-            for d in docs
-            if all(c.test(d) for c in every)
-            and (not some or any(c.test(d) for c in some))
-        ]
+            hits = [
+                d
+                for d in self.docs[doctype].values()
+                if all(c.test(d) for c in every)
+                and (not some or any(c.test(d) for c in some))
+            ]
+            hits = [dict(d) for d in hits]
         return order_rows(hits, order_by)
 
     def columns(self, doctype: str) -> list[str]:
