@@ -663,9 +663,15 @@ async def _run_fixtures(flows_dir: Path) -> Any:
 from lobflows.cli.bulk import map_command  # noqa: E402
 from lobflows.cli.connectors import connectors_app  # noqa: E402
 from lobflows.cli.docs import docs_command  # noqa: E402
+from lobflows.cli.health import health_app  # noqa: E402
+from lobflows.cli.secrets import secrets_app  # noqa: E402
 from lobflows.cli.tasks import tasks_app  # noqa: E402
+from lobflows.cli.users import users_app  # noqa: E402
 
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(users_app, name="users")
+app.add_typer(health_app, name="health")
 app.add_typer(connectors_app, name="connectors")
 app.command("docs")(docs_command)
 app.command("map")(map_command)

@@ -15,17 +15,30 @@ from sqlalchemy.exc import IntegrityError
 
 from lobflows import errors
 from lobflows.store import records, tables
+from lobflows.store.access import AccessOps
 from lobflows.store.base import INSERT_ATTEMPT, INSERT_RUN, update_run
 from lobflows.store.dead_letters import DeadLetterOps
+from lobflows.store.health import HealthOps
 from lobflows.store.limits import LimitOps
 from lobflows.store.records import Attempt, RunRecord, cut_to_budget, new_run_id
 from lobflows.store.retention import RetentionOps
 from lobflows.store.schedules import ScheduleOps
 from lobflows.store.signals import SignalOps
 from lobflows.store.tasks import TaskOps
+from lobflows.store.vault import SecretOps
 
 
-class RunStore(SignalOps, TaskOps, ScheduleOps, DeadLetterOps, RetentionOps, LimitOps):
+class RunStore(
+    SignalOps,
+    TaskOps,
+    ScheduleOps,
+    DeadLetterOps,
+    RetentionOps,
+    LimitOps,
+    SecretOps,
+    AccessOps,
+    HealthOps,
+):
     """Durable state of every run, shared by all workers of one installation.
 
     Runs, claims and the step journal live here; waits and signals, tasks,

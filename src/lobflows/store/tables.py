@@ -276,3 +276,9 @@ rate_buckets = sa.Table(
     sa.Column("tokens", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# -- secrets vault (migration 0009) ------------------------------------
+
+# -- access control and audit (migration 0010) -------------------------
+
+# -- monitoring (migration 0011) ---------------------------------------

@@ -18,6 +18,7 @@ from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.triggers.webhook import WebhookRoutes
+from lobflows.web import auth, dashboard, health
 from lobflows.web.tasks import TaskPages, task_summary
 
 
@@ -30,7 +31,10 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
     webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
+        *health.routes(runtime),
+        *auth.routes(runtime),
         Mount("/api", app=create_api(runtime)),
+        *dashboard.routes(runtime),
         *TaskPages(runtime).routes(),
         Route("/{path:path}", webhooks.handle, methods=["POST"]),
     ]

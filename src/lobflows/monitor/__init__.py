@@ -1,0 +1,1 @@
+"""Health of flows and connections, Prometheus metrics, and alert routing."""
