@@ -65,3 +65,4 @@ bash "$(dirname "$0")/sshd.sh"
 
 bash "$(dirname "$0")/slapd.sh"
 bash "$(dirname "$0")/dovecot.sh"
+bash "$(dirname "$0")/chromium.sh"

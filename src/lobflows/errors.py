@@ -14,6 +14,7 @@
     │   ├── TemplateError        a template or condition failed or was refused
     │   └── RunNotFoundError
     └── StoreError               the run store refused an operation
+        └── UserNotFoundError
 
 Retryability is decided where an error is raised: `retryable` and, when the
 other side said so, `retry_after_seconds`.
@@ -150,6 +151,10 @@ class StoreError(LobflowsError):
 
 class TaskNotFoundError(RunNotFoundError):
     """No task has that id."""
+
+
+class UserNotFoundError(StoreError):
+    """No user or API token has that name."""
 
 
 class DecisionRefusedError(LobflowsError):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lobflows import errors
 from lobflows.connectors import base as connectors
 from lobflows.engine import Engine, Worker, new_owner_id
 from lobflows.engine.tasks import LINK_KEY_SECRET, TaskLinks
+from lobflows.monitor import Monitor
+from lobflows.monitor import config as monitor_config
 from lobflows.secrets import SecretStore, env_name
+from lobflows.secrets import usage as secret_usage
 from lobflows.settings import Settings
 from lobflows.spec import loader, models
 from lobflows.store import RunStore
@@ -24,6 +27,8 @@ class Runtime:
     secrets: SecretStore
     engine: Engine
     worker: Worker
+    # Health of flows and connections; its loop runs beside the worker.
+    monitor: Monitor = field(init=False)
 
     @classmethod
     async def open(cls, settings: Settings, flows_dir: Path) -> Runtime:
@@ -37,8 +42,20 @@ class Runtime:
         connections = connectors.build_connections(
             project.connections, secrets, source=source
         )
-        links = task_links(settings, secrets, project)
+        monitoring = monitor_config.load(flows_dir)
+        problems = monitor_config.rule_problems(
+            monitoring, connections, str(flows_dir / loader.MONITOR_FILE)
+        )
+        if problems:
+            raise errors.FlowFileError(str(flows_dir), problems)
         store = await open_store(settings)
+        try:
+            await secrets.attach(store, database_url=settings.database_url)
+            links = task_links(settings, secrets, project)
+            await store.record_secret_users(secret_usage.declared_users(project))
+        except BaseException:
+            await store.close()
+            raise
         engine = Engine(
             store=store,
             project=project,
@@ -53,18 +70,23 @@ class Runtime:
             concurrency=settings.concurrency,
             poll_interval_seconds=settings.poll_interval_seconds,
         )
-        return cls(
+        runtime = cls(
             settings=settings,
             store=store,
             secrets=secrets,
             engine=engine,
             worker=worker,
         )
+        runtime.monitor = Monitor.for_runtime(runtime, monitoring)
+        return runtime
 
     async def close(self) -> None:
         for connection in self.engine.connections.values():
             await connection.close()
-        await self.store.close()
+        try:
+            await secret_usage.flush_reads(self.secrets, self.store)
+        finally:
+            await self.store.close()
 
 
 def task_links(

@@ -18,6 +18,7 @@ from lobflows import errors
 from lobflows.cli import views
 from lobflows.engine.events import Event, EventRouter
 from lobflows.runtime import Runtime
+from lobflows.secrets import usage as secret_usage
 from lobflows.settings import Settings
 from lobflows.store import retention
 from lobflows.triggers.poll import Poller
@@ -60,6 +61,9 @@ async def serve(
     server = uvicorn.Server(config)
     # Background first: a flow consuming a connection that cannot consume stops here.
     background = _background(runtime) if with_worker else []
+    if not with_worker:
+        # Webhook signatures need rotations made elsewhere, worker or not.
+        background.append(asyncio.create_task(_refresh_secrets(runtime)))
     working = asyncio.create_task(runtime.worker.run()) if with_worker else None
     log.info(
         "Server listening",
@@ -100,14 +104,17 @@ async def _watch(
 
 def _background(runtime: Runtime) -> list[asyncio.Task[Any]]:
     """What a process with a worker also runs: schedules, polls, queue
-    consumers and pruning."""
+    consumers, pruning, and the monitor's checks and alerts."""
     consumers = _consumers(runtime)
     scheduler = Scheduler(runtime.engine, on_started=runtime.worker.wake)
     poller = Poller(runtime.engine, on_started=runtime.worker.wake)
+    runtime.monitor.expects_worker = True
     return [
         asyncio.create_task(scheduler.run(runtime.worker.stopping)),
         asyncio.create_task(poller.run(runtime.worker.stopping)),
+        asyncio.create_task(runtime.monitor.run(runtime.worker.stopping)),
         asyncio.create_task(_prune_periodically(runtime)),
+        asyncio.create_task(_refresh_secrets(runtime)),
         *(asyncio.create_task(consumer) for consumer in consumers),
     ]
 
@@ -181,6 +188,11 @@ async def _consume_forever(
                 is_down = True
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, largest)
+
+
+async def _refresh_secrets(runtime: Runtime) -> None:
+    """Reload the vault and record when secrets were last used, every few seconds."""
+    await secret_usage.keep_fresh(runtime.secrets, runtime.store)
 
 
 async def _prune_periodically(runtime: Runtime) -> None:

@@ -25,7 +25,32 @@ class Settings(pydantic.BaseModel):
         default=None, description="YAML mapping of secret name to value."
     )
     api_token: str | None = pydantic.Field(
-        default=None, description="Bearer token for the REST API; unset disables it."
+        default=None,
+        description="Shared bearer token for the REST API, acting as an admin; "
+        "users' own API tokens work beside it.",
+    )
+    session_hours: float = pydantic.Field(
+        default=12.0, gt=0, description="How long a dashboard sign-in lasts, in hours."
+    )
+    oidc_issuer: str | None = pydantic.Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="OpenID Connect issuer URL; set, the sign-in page offers "
+        "single sign-on.",
+    )
+    oidc_client_id: str | None = pydantic.Field(
+        default=None, description="Client id registered at the OpenID Connect issuer."
+    )
+    oidc_roles_claim: str = pydantic.Field(
+        default="groups",
+        description="ID token claim whose values map to roles (oidc_role_map).",
+    )
+    oidc_role_map: dict[str, Literal["viewer", "approver", "operator", "admin"]] = (
+        pydantic.Field(
+            default_factory=dict,
+            description="Claim value to role; an unknown user whose claim maps to "
+            "a role is added at first sign-in.",
+        )
     )
     public_url: str = pydantic.Field(
         default="http://127.0.0.1:8080",

@@ -159,6 +159,39 @@ def main_options(
             envvar="LOBFLOWS_LOG_FORMAT", help="Lines as key=value text or JSON."
         ),
     ] = LogFormat.text,
+    session_hours: Annotated[
+        float,
+        typer.Option(
+            envvar="LOBFLOWS_SESSION_HOURS", help="How long a dashboard sign-in lasts."
+        ),
+    ] = 12.0,
+    oidc_issuer: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LOBFLOWS_OIDC_ISSUER",
+            help="OpenID Connect issuer URL, for single sign-on.",
+        ),
+    ] = None,
+    oidc_client_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LOBFLOWS_OIDC_CLIENT_ID", help="Client id at the OIDC issuer."
+        ),
+    ] = None,
+    oidc_roles_claim: Annotated[
+        str,
+        typer.Option(
+            envvar="LOBFLOWS_OIDC_ROLES_CLAIM",
+            help="ID token claim whose values map to roles.",
+        ),
+    ] = "groups",
+    oidc_role_map: Annotated[
+        str,
+        typer.Option(
+            envvar="LOBFLOWS_OIDC_ROLE_MAP",
+            help="Claim value to role, as value=role,value=role.",
+        ),
+    ] = "",
     verbose: Annotated[
         bool,
         typer.Option(
@@ -169,6 +202,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
+    role_map = _pairs(oidc_role_map, "--oidc-role-map")
     try:
         options.settings = Settings(
             database_url=db,
@@ -181,6 +215,11 @@ def main_options(
             step_data_budget_bytes=step_data_budget,
             log_level=log_level.value,
             log_format=log_format.value,
+            session_hours=session_hours,
+            oidc_issuer=oidc_issuer or None,
+            oidc_client_id=oidc_client_id or None,
+            oidc_roles_claim=oidc_roles_claim,
+            oidc_role_map=role_map,
         )
     except Exception as exc:
         fail(f"invalid setting: {exc}", EXIT_USAGE)
@@ -189,6 +228,17 @@ def main_options(
         level=options.settings.log_level,
         json_lines=options.settings.log_format == "json",
     )
+
+
+def _pairs(text: str, option: str) -> dict[str, str]:
+    """name=value,name=value as a mapping."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            fail(f"{option} {item!r}: expected name=value", EXIT_USAGE)
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from lobflows import errors
+from lobflows import errors, secrets
 from lobflows.connectors import base as connectors
 from lobflows.connectors.limits import Limiter
 from lobflows.engine import retry as retry_policy
@@ -174,6 +174,15 @@ class Engine(WaitingSteps, TaskSteps, BranchSteps, Compensation, ChildRuns, Data
         `fresh` says the run was just created here, so its journal is empty
         and need not be read.
         """
+        # Secrets rotated after the run started keep their earlier value for
+        # it while the rotation's grace period lasts.
+        started = secrets.run_started_at.set(run.created_at)
+        try:
+            return await self._execute_run(run, fresh=fresh)
+        finally:
+            secrets.run_started_at.reset(started)
+
+    async def _execute_run(self, run: RunRecord, *, fresh: bool) -> StepOutcome:
         flow = await self._flow_of(run)
         completed, failures = (
             ({}, {}) if fresh else await self.store.journal_state(run.id)

@@ -1,26 +1,38 @@
 """Secrets by name, and the redactor that keeps their values out of every output.
 
 Flows and connections name secrets; values come from environment variables
-(``LOBFLOWS_SECRET_<NAME>``, the name upper-cased with ``-`` and ``.`` as ``_``)
-or from a secrets file (a YAML mapping of name to value). Every value loaded is
-registered with the process-wide redactor, which scrubs it from log lines,
-stored run data and error messages.
+(``LOBFLOWS_SECRET_<NAME>``, the name upper-cased with ``-`` and ``.`` as ``_``),
+the encrypted vault in the run store (`vault`), a secrets file (a YAML
+mapping of name to value), a folder of files or HashiCorp Vault (`backends`).
+Every value loaded is registered with the process-wide redactor, which
+scrubs it from log lines, stored run data and error messages.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lobflows import errors
+from lobflows.secrets import backends
+from lobflows.secrets.backends import ENV_PREFIX, env_name
 
-ENV_PREFIX = "LOBFLOWS_SECRET_"
+__all__ = [
+    "ENV_PREFIX",
+    "MASK",
+    "Redactor",
+    "SecretStore",
+    "env_name",
+    "redactor",
+    "run_started_at",
+]
+
 MASK = "***"
 # Values shorter than this are too likely to occur by chance in ordinary
 # data ("1", "yes") to be scrubbed as text; they are still never logged as
@@ -66,63 +78,121 @@ class Redactor:
 
 redactor = Redactor()
 
-
-def env_name(secret: str) -> str:
-    """The environment variable that holds a secret."""
-    return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", secret).upper()
+# When the run being executed started (seconds since the epoch), set by the
+# engine around each run: a secret rotated since then still gives the run
+# its earlier value while that value's grace period lasts.
+run_started_at: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "run_started_at", default=None
+)
 
 
 class SecretStore:
-    """Resolves secret names to values from a file and the environment."""
+    """Resolves secret names to values, asking each backend in turn.
 
-    def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        self._values = dict(values or {})
-        for value in self._values.values():
+    Precedence, first answer wins: environment variables, the encrypted
+    vault (once attached), the secrets file, the secrets folder, HashiCorp
+    Vault. Every read is noted in memory (`take_reads`) for the inventory's
+    "last used"; the server writes those times to the store now and then.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[str, str] | None = None,
+        *,
+        folder: Path | None = None,
+    ) -> None:
+        self._env = backends.EnvBackend()
+        self._file = backends.FileBackend(dict(values or {}))
+        self._folder = backends.FolderBackend(folder) if folder else None
+        self.vault: Any = None
+        self.hashicorp: backends.HashicorpBackend | None = None
+        self._reads: dict[str, float] = {}
+        # Registered up front, so a value nobody reads yet is masked anyway.
+        for value in [*self._file.values.values(), *self._env.values()]:
             redactor.register(value)
 
     @classmethod
     def load(cls, path: Path | None = None) -> SecretStore:
-        """Read the secrets file, if any; environment variables win over it."""
-        values: dict[str, str] = {}
-        if path is not None:
-            values.update(_read_file(path))
-        return cls(values)
+        """Read the secrets file, if any, and find the secrets folder
+        (``LOBFLOWS_SECRETS_DIR``); environment variables win over both."""
+        values = backends.FileBackend.read(path).values if path else {}
+        folder = os.environ.get(backends.SECRETS_DIR_ENV)
+        return cls(values, folder=Path(folder) if folder else None)
+
+    async def attach(self, store: Any, *, database_url: str) -> None:
+        """Open the vault in the run store, and HashiCorp Vault when
+        configured (its token is a secret found in the other backends)."""
+        from lobflows.secrets import vault
+
+        self.vault = await vault.Vault.open(store, database_url)
+        hashicorp = backends.HashicorpBackend.from_environment(self.find)
+        if hashicorp is not None:
+            await hashicorp.load()
+            self.hashicorp = hashicorp
+
+    @property
+    def active_backends(self) -> list[backends.Backend]:
+        """The backends in order of precedence."""
+        found: list[Any] = [self._env, self.vault, self._file]
+        found += [self._folder, self.hashicorp]
+        return [b for b in found if b is not None]
 
     def get(self, name: str) -> str:
-        value = os.environ.get(env_name(name))
-        if value is None:
-            value = self._values.get(name)
-        if value is None:
-            raise errors.SecretNotFoundError(
-                f"secret {name!r} is not defined: set {env_name(name)} "
-                "or add it to the secrets file",
-                secret=name,
-            )
-        redactor.register(value)
-        return value
+        for backend in self.active_backends:
+            value = backend.lookup(name)
+            if value is not None:
+                redactor.register(value)
+                self._reads[name] = time.time()
+                return value
+        raise errors.SecretNotFoundError(
+            f"secret {name!r} is not defined: set {env_name(name)}, "
+            "add it to the vault (`lobflows secrets set`) or to the secrets file",
+            secret=name,
+        )
+
+    def find(self, name: str) -> str | None:
+        """The value, or None when no backend has it; not counted as a use."""
+        for backend in self.active_backends:
+            value = backend.lookup(name)
+            if value is not None:
+                return value
+        return None
+
+    def candidates(self, name: str) -> list[str]:
+        """The value now, then earlier vault values still in their grace
+        period: what an incoming signature may have been made with."""
+        values = [self.get(name)]
+        if self.vault is not None and self.backend_of(name) == "vault":
+            values += self.vault.values_in_grace(name)
+        return values
+
+    def backend_of(self, name: str) -> str | None:
+        """The name of the backend that answers for a secret, or None."""
+        for backend in self.active_backends:
+            if backend.lookup(name) is not None:
+                return backend.name
+        return None
 
     def names(self) -> list[str]:
-        from_env = [
-            key[len(ENV_PREFIX) :].lower()
-            for key in os.environ
-            if key.startswith(ENV_PREFIX)
-        ]
-        return sorted(set(self._values) | set(from_env))
+        found: set[str] = set()
+        for backend in self.active_backends:
+            found |= backend.names()
+        return sorted(found)
 
+    def recent_reads(self) -> dict[str, float]:
+        """Reads not yet flushed to the store, by name."""
+        return dict(self._reads)
 
-def _read_file(path: Path) -> dict[str, str]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise errors.ConfigurationError(
-            f"cannot read secrets file {path}: {exc.strerror}"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise errors.ConfigurationError(
-            f"secrets file {path} is not valid YAML"
-        ) from exc
-    if not isinstance(data, dict):
-        raise errors.ConfigurationError(
-            f"secrets file {path} must be a mapping of secret name to value"
-        )
-    return {str(k): str(v) for k, v in data.items()}
+    def env_names(self) -> set[str]:
+        """Names given by environment variables (lower-cased, as written there)."""
+        return self._env.names()
+
+    def take_reads(self) -> dict[str, float]:
+        """When each secret was last read since the previous call, by name."""
+        reads, self._reads = self._reads, {}
+        return reads
+
+    def put_back_reads(self, reads: dict[str, float]) -> None:
+        """Return reads that could not be stored, to try again later."""
+        for name, at in reads.items():
+            self._reads[name] = max(at, self._reads.get(name, 0.0))

@@ -20,6 +20,8 @@ from lobflows.transform import templates
 
 CONNECTIONS_FILE = "connections.yaml"
 ROLES_FILE = "roles.yaml"
+# Health check, window and alert settings (lobflows.monitor); not a flow.
+MONITOR_FILE = "monitor.yaml"
 FLOW_SUFFIXES = (".yaml", ".yml")
 Location = tuple[str | int, ...]
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -371,8 +373,8 @@ def load_flow_file(path: Path) -> LoadedFlow:
 def flow_files(paths: Iterable[Path]) -> list[Path]:
     """The flow files named, and the ``*.yaml`` files directly inside folders named.
 
-    Inside a folder, ``connections.yaml``, ``roles.yaml``, ``secrets*.yaml``
-    and hidden files are not flows.
+    Inside a folder, ``connections.yaml``, ``roles.yaml``, ``monitor.yaml``,
+    ``secrets*.yaml`` and hidden files are not flows.
     """
     found: list[Path] = []
     for path in paths:
@@ -390,9 +392,11 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _may_be_flow(path: Path) -> bool:
-    return path.name not in (CONNECTIONS_FILE, ROLES_FILE) and not path.name.startswith(
-        (".", "secrets")
-    )
+    return path.name not in (
+        CONNECTIONS_FILE,
+        ROLES_FILE,
+        MONITOR_FILE,
+    ) and not path.name.startswith((".", "secrets"))
 
 
 def _load_each(

@@ -82,6 +82,44 @@ class Card(Model):
     owner: str = Field(
         min_length=1, description="Who maintains the flow (a team address)."
     )
+    expect: Expectations | None = Field(
+        default=None,
+        description="What healthy looks like: latency, every, error_rate, backlog.",
+    )
+
+
+class Expectations(Model):
+    """What a healthy flow does; the monitor compares its runs against it."""
+
+    latency: float | None = Field(
+        default=None,
+        description="Longest p95 run duration, e.g. 30s; slower is degraded.",
+    )
+    every: float | None = Field(
+        default=None,
+        description="Largest gap between successful runs, e.g. 1d; "
+        "past it the flow is degraded, past twice it down.",
+    )
+    error_rate: float | None = Field(
+        default=None,
+        description="Highest share of failed runs over the monitor's window, "
+        "e.g. 5%; above it the flow is degraded.",
+    )
+    backlog: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most runs due but not yet taken by a worker; more is degraded.",
+    )
+
+    @field_validator("latency", "every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("error_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> float | None:
+        return None if value is None else parse_rate(value)
 
 
 class Signature(Model):
@@ -552,6 +590,24 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def parse_rate(value: Any) -> float:
+    """A share between 0 and 1: a fraction such as 0.05, or a percentage such as 5%."""
+    text = str(value).strip()
+    is_percent = text.endswith("%")
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(text[:-1] if is_percent else text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a rate; expected a percentage such as 5% or a fraction such as 0.05"
+        ) from None
+    rate = number / 100 if is_percent else number
+    if not 0 <= rate <= 1:
+        raise ValueError(f"{value!r} is out of range; expected 0% to 100% (or 0 to 1)")
+    return rate
+
+
 def _duration_or_template(value: Any) -> Any:
     if value is None or (isinstance(value, str) and "{" in value):
         return value
@@ -892,6 +948,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+Card.model_rebuild()
 IfStep.model_rebuild()
 ParallelStep.model_rebuild()
 TaskStep.model_rebuild()

@@ -37,6 +37,13 @@ class DeadLetterOps(StoreBase):
             raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
         return DeadLetter(**row._mapping)
 
+    async def dead_letters_of_run(self, run_id: str) -> list[DeadLetter]:
+        """A run's dead letters, newest first (a replayed run may fail again)."""
+        d = tables.dead_letters
+        query = sa.select(d).where(d.c.run_id == run_id).order_by(d.c.id.desc())
+        async with self.engine.connect() as conn:
+            return [DeadLetter(**row._mapping) for row in await conn.execute(query)]
+
     async def _compensated(self, run_id: str) -> bool:
         a = tables.step_attempts
         query = sa.select(a.c.id).where(

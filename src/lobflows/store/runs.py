@@ -545,6 +545,29 @@ class RunStore(
         async with self.engine.connect() as conn:
             return [records.run_record(row) for row in await conn.execute(query)]
 
+    async def search_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        id_contains: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered by flow, status, creation time and run id text."""
+        r = tables.runs
+        query = sa.select(r).order_by(r.c.created_at.desc()).limit(limit)
+        if flow:
+            query = query.where(r.c.flow == flow)
+        if status:
+            query = query.where(r.c.status == status)
+        if since is not None:
+            query = query.where(r.c.created_at >= since)
+        if id_contains:
+            query = query.where(r.c.id.contains(id_contains.lower(), autoescape=True))
+        async with self.engine.connect() as conn:
+            return [records.run_record(row) for row in await conn.execute(query)]
+
     async def attempts(self, run_id: str) -> list[Attempt]:
         a = tables.step_attempts
         query = sa.select(a).where(a.c.run_id == run_id).order_by(a.c.id)

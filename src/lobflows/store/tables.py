@@ -279,6 +279,149 @@ rate_buckets = sa.Table(
 
 # -- secrets vault (migration 0009) ------------------------------------
 
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    # A secret in the encrypted vault; its values live in secret_versions.
+    sa.Column("name", sa.String(200), primary_key=True),
+    # Rotation policy: the secret is overdue this many days after its last
+    # rotation (or creation); null means no policy.
+    sa.Column("rotate_every_days", sa.Integer),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("rotated_at", Time),
+)
+
+secret_versions = sa.Table(
+    "secret_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "name",
+        sa.String(200),
+        sa.ForeignKey("secrets.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("version", sa.Integer, nullable=False),
+    # Fernet token of the value, under the master key (never stored here).
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    # Set when a newer version replaces this one: runs started before then
+    # keep this value until grace_until.
+    sa.Column("superseded_at", Time),
+    sa.Column("grace_until", Time),
+    sa.UniqueConstraint("name", "version"),
+)
+
+secret_usage = sa.Table(
+    "secret_usage",
+    metadata,
+    # What uses a secret (from any backend) and when it was last read.
+    sa.Column("name", sa.String(200), primary_key=True),
+    # ["connection erp", "flow intake (webhook signature)"], as declared by
+    # the flows and connections of the last process that started.
+    sa.Column("used_by", Json),
+    sa.Column("last_used_at", Time),
+)
+
 # -- access control and audit (migration 0010) -------------------------
 
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320)),
+    # argon2id; none for users who only sign in through single sign-on.
+    sa.Column("password_hash", sa.Text),
+    # A list of role names: viewer, approver, operator, admin.
+    sa.Column("roles", Json, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("name"),
+    sa.UniqueConstraint("email"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # A label the user chose, shown in listings.
+    sa.Column("name", sa.String(200), nullable=False),
+    # SHA-256 of the token, in hex; the token itself is shown once, never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_used_at", Time),
+    sa.Column("revoked_at", Time),
+    sa.UniqueConstraint("token_hash"),
+    sa.Index("ix_api_tokens_user_id", "user_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    # Who did what to what, and when; rows are only ever added.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("actor", sa.String(320), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(500), nullable=False),
+    sa.Column("detail", Json),
+    sa.Index("ix_audit_log_actor_id", "actor", "id"),
+    sa.Index("ix_audit_log_action_id", "action", "id"),
+)
+
 # -- monitoring (migration 0011) ---------------------------------------
+
+health_checks = sa.Table(
+    "health_checks",
+    metadata,
+    # The latest scheduled check of one connection, shared by every process.
+    sa.Column("connection", sa.String(200), primary_key=True),
+    # None until a check has finished.
+    sa.Column("ok", sa.Boolean),
+    # What the check said, or why it failed (secrets scrubbed).
+    sa.Column("message", sa.Text),
+    sa.Column("checked_at", Time),
+    # Failed checks in a row, and when the first of them failed.
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failing_since", Time),
+    sa.Column("last_ok_at", Time),
+    # The next check is due then; a process claims it until claimed_until.
+    sa.Column("next_due_at", Time, nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", Time),
+)
+
+alert_states = sa.Table(
+    "alert_states",
+    metadata,
+    # One problem of one alert rule: "<rule>:<subject>:<name>".
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("subject", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    # firing while the problem lasts, resolved after it.
+    sa.Column("state", sa.String(16), nullable=False),
+    # The subject's status and reasons when last sent.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reasons", Json),
+    sa.Column("since", Time, nullable=False),
+    sa.Column("last_sent_at", Time),
+    sa.Column("sent_count", sa.Integer, nullable=False, server_default="0"),
+    # Bumped on every change, so two processes never both send.
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# Indexes that keep the monitor's per-window queries cheap.
+sa.Index("ix_runs_created_at", runs.c.created_at)
+sa.Index(
+    "ix_runs_flow_status_finished_at", runs.c.flow, runs.c.status, runs.c.finished_at
+)
+sa.Index("ix_runs_flow_created_at", runs.c.flow, runs.c.created_at)
+sa.Index("ix_step_attempts_finished_at", step_attempts.c.finished_at)

@@ -132,17 +132,21 @@ class WebhookRoutes:
             raise WebhookRejected(
                 401, f"signature header {signature.header} is missing"
             )
-        expected = sign(
-            raw,
-            self.runtime.secrets.get(signature.secret),
-            prefix=signature.prefix,
-            encoding=signature.encoding,
-        )
         # Hex digests are compared without regard to case; base64 is exact.
         fold = str.lower if signature.encoding == "hex" else str
-        if not hmac.compare_digest(
-            fold(given.strip()).encode(), fold(expected).encode()
-        ):
+        # After a rotation, senders may still sign with the earlier key
+        # until its grace period ends.
+        keys = self.runtime.secrets.candidates(signature.secret)
+        matches = [
+            hmac.compare_digest(
+                fold(given.strip()).encode(),
+                fold(
+                    sign(raw, key, prefix=signature.prefix, encoding=signature.encoding)
+                ).encode(),
+            )
+            for key in keys
+        ]
+        if not any(matches):
             raise WebhookRejected(
                 401, f"signature in {signature.header} does not match the body"
             )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Any
 
+import jinja2
 import orjson
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
 from lobflows import errors
@@ -18,7 +22,7 @@ from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
 from lobflows.spec import models
 from lobflows.triggers.webhook import WebhookRoutes
-from lobflows.web import auth, dashboard, health
+from lobflows.web import auth, dashboard, health, operator_api
 from lobflows.web.tasks import TaskPages, task_summary
 
 
@@ -38,9 +42,49 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
         *TaskPages(runtime).routes(),
         Route("/{path:path}", webhooks.handle, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(
+        routes=routes,
+        middleware=_middleware(runtime, frozenset(webhooks.by_path)),
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.runtime = runtime
     return app
+
+
+def _middleware(runtime: Runtime, webhook_paths: frozenset[str]) -> list[Middleware]:
+    # The session comes first: the access check reads who signed in from it.
+    settings = runtime.settings
+    return [
+        Middleware(
+            SessionMiddleware,
+            secret_key=auth.session_key(runtime),
+            session_cookie=auth.SESSION_COOKIE,
+            max_age=int(settings.session_hours * 3600),
+            same_site="lax",
+            https_only=settings.public_url.startswith("https://"),
+        ),
+        Middleware(auth.AccessMiddleware, runtime=runtime, webhook_paths=webhook_paths),
+    ]
+
+
+_ERROR_PAGE = jinja2.Environment(autoescape=True).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ status }} · LoB Flows</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:38rem;margin:4rem auto;padding:0 1rem;color:#1d232b}</style>
+</head><body><h1>{{ status }}</h1><p>{{ message }}</p><p><a href="/">Back to the overview</a></p></body></html>
+"""
+)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Refusals as a small page for browsers, as JSON for everything else."""
+    assert isinstance(exc, HTTPException)
+    if "text/html" in request.headers.get("accept", ""):
+        html = _ERROR_PAGE.render(status=exc.status_code, message=exc.detail)
+        return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _healthz(request: Request) -> JSONResponse:
@@ -58,7 +102,7 @@ async def _healthz(request: Request) -> JSONResponse:
 
 
 def create_api(runtime: Runtime) -> FastAPI:
-    """The REST API, served under /api."""
+    """The REST API, served under /api; every call needs a permission."""
     app = FastAPI(
         title="LoB Flows",
         # The schema would describe the API to anyone; it is not served.
@@ -69,7 +113,7 @@ def create_api(runtime: Runtime) -> FastAPI:
 
     @app.get("/runs/{run_id}")
     async def get_run(run_id: str, request: Request) -> dict[str, Any]:
-        _authorize(runtime, request)
+        auth.require(request, "view")
         try:
             run = await runtime.store.find_run(run_id)
         except errors.RunNotFoundError as exc:
@@ -100,7 +144,7 @@ def create_api(runtime: Runtime) -> FastAPI:
     @app.post("/runs/{run_id}/signals/{name}", status_code=202)
     async def send_signal(run_id: str, name: str, request: Request) -> dict[str, Any]:
         """Send a named signal, with an optional JSON body, to a run."""
-        _authorize(runtime, request)
+        principal = auth.require(request, "operate")
         if not re.fullmatch(models.NAME_PATTERN, name):
             raise HTTPException(
                 400, f"signal name {name!r} must be lower case letters, digits, - and _"
@@ -118,6 +162,9 @@ def create_api(runtime: Runtime) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         except errors.StoreError as exc:
             raise HTTPException(409, str(exc)) from None
+        await runtime.store.record_audit(
+            auth.actor(principal), "signal", f"run {run.id}", {"signal": name}
+        )
         return {"run_id": run.id, "signal": name}
 
     @app.get("/tasks")
@@ -128,7 +175,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         limit: int = 100,
     ) -> dict[str, Any]:
         """Tasks, newest first; `user` keeps those they may act on."""
-        _authorize(runtime, request)
+        auth.require(request, "view")
         found = await runtime.store.list_tasks(
             status=None if status == "all" else status,
             user=user,
@@ -138,7 +185,7 @@ def create_api(runtime: Runtime) -> FastAPI:
 
     @app.get("/tasks/{task_id}")
     async def get_task(task_id: str, request: Request) -> dict[str, Any]:
-        _authorize(runtime, request)
+        auth.require(request, "view")
         try:
             task = await runtime.store.find_task(task_id)
         except errors.TaskNotFoundError as exc:
@@ -147,12 +194,16 @@ def create_api(runtime: Runtime) -> FastAPI:
 
     @app.post("/tasks/{task_id}/decisions")
     async def decide(task_id: str, request: Request) -> dict[str, Any]:
-        """Body: decision, by, and optionally data (the form) and comment."""
-        _authorize(runtime, request)
-        body = await _json_object(request)
-        decision, by = body.get("decision"), body.get("by")
-        if not isinstance(decision, str) or not isinstance(by, str) or not by.strip():
-            raise HTTPException(400, "give decision and by, as text")
+        """Body: decision, optionally by (the principal when left out), data
+        (the form) and comment."""
+        principal = auth.require(request, "decide")
+        body = await operator_api.json_object(request)
+        decision = body.get("decision")
+        by = _acting_for(principal, body.get("by"), "by")
+        if not isinstance(decision, str):
+            raise HTTPException(
+                400, "give decision as text: approve, reject or complete"
+            )
         comment = body.get("comment")
         if comment is not None and not isinstance(comment, str):
             raise HTTPException(400, "comment must be text")
@@ -171,16 +222,24 @@ def create_api(runtime: Runtime) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         if not task.is_open:
             runtime.engine.notify_due()
+        await runtime.store.record_audit(
+            auth.actor(principal),
+            "decide",
+            f"task {task.id}",
+            {"decision": decision, "by": by},
+        )
         return task_summary(task)
 
     @app.post("/tasks/{task_id}/delegations")
     async def delegate(task_id: str, request: Request) -> dict[str, Any]:
-        """Body: from (an assignee) and to (who decides in their place)."""
-        _authorize(runtime, request)
-        body = await _json_object(request)
-        by, to = body.get("from"), body.get("to")
-        if not isinstance(by, str) or not isinstance(to, str):
-            raise HTTPException(400, "give from and to, as text")
+        """Body: to (who decides in their place) and from (an assignee; the
+        principal when left out)."""
+        principal = auth.require(request, "decide")
+        body = await operator_api.json_object(request)
+        by = _acting_for(principal, body.get("from"), "from")
+        to = body.get("to")
+        if not isinstance(to, str) or not to.strip():
+            raise HTTPException(400, "give to (who decides instead), as text")
         try:
             task = await runtime.store.find_task(task_id)
             await runtime.store.delegate(task.id, by=by, to=to)
@@ -188,7 +247,15 @@ def create_api(runtime: Runtime) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         except errors.DecisionRefusedError as exc:
             raise HTTPException(409, str(exc)) from None
+        await runtime.store.record_audit(
+            auth.actor(principal),
+            "delegate",
+            f"task {task.id}",
+            {"from": by.strip(), "to": to.strip()},
+        )
         return {"task_id": task.id, "from": by.strip(), "to": to.strip()}
+
+    operator_api.add_routes(app, runtime)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -199,28 +266,15 @@ def create_api(runtime: Runtime) -> FastAPI:
     return app
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return body
-
-
-def _authorize(runtime: Runtime, request: Request) -> None:
-    token = runtime.settings.api_token
-    if not token:
+def _acting_for(principal: auth.Principal, given: Any, field: str) -> str:
+    """Whom a task action is taken for: the principal, unless an admin names
+    someone else."""
+    if given is None:
+        return principal.assignee
+    if not isinstance(given, str) or not given.strip():
+        raise HTTPException(400, f"{field} must be a user name or e-mail, as text")
+    if not principal.is_called(given) and not principal.can("admin"):
         raise HTTPException(
-            403, "the REST API is disabled: set LOBFLOWS_API_TOKEN to enable it"
+            403, f"{principal.name} may act only for themselves, not for {given!r}"
         )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    # The scheme name is case-insensitive (RFC 9110, section 11.1).
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise HTTPException(
-            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    return given

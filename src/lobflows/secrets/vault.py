@@ -1,0 +1,204 @@
+"""The encrypted vault: secret values kept in the run store, under a master key.
+
+Values are encrypted with Fernet (AES-128-CBC with an HMAC-SHA256 tag,
+from `cryptography`). The master key comes from ``LOBFLOWS_MASTER_KEY`` or
+from the file named by ``LOBFLOWS_MASTER_KEY_FILE``, and is never written
+to the store; a key file beside a SQLite store is refused, since whoever
+copies the folder would hold both.
+
+The vault is read whole into memory when a process opens it and reloaded
+in the background (`refresh`), so `SecretStore.get` stays synchronous and
+a rotation made by another process reaches this one within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+
+from lobflows import errors
+from lobflows.secrets import redactor, run_started_at
+
+MASTER_KEY_ENV = "LOBFLOWS_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "LOBFLOWS_MASTER_KEY_FILE"
+KEY_HINT = (
+    "expected 32 url-safe base64-encoded bytes (44 characters), "
+    "as `lobflows secrets new-key` prints"
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One decrypted value of a secret, held in memory only."""
+
+    version: int
+    value: str
+    created_at: float
+    grace_until: float | None  # None while the version is current
+
+
+def new_key() -> str:
+    """A fresh master key."""
+    return Fernet.generate_key().decode()
+
+
+def master_key(database_url: str) -> Fernet | None:
+    """The cipher of the configured master key, or None when none is set."""
+    inline = os.environ.get(MASTER_KEY_ENV)
+    key_file = os.environ.get(MASTER_KEY_FILE_ENV)
+    if inline and key_file:
+        raise errors.ConfigurationError(
+            f"both {MASTER_KEY_ENV} and {MASTER_KEY_FILE_ENV} are set; set one"
+        )
+    if key_file:
+        return _cipher(
+            _read_key_file(Path(key_file), database_url), MASTER_KEY_FILE_ENV
+        )
+    if inline:
+        return _cipher(inline.strip(), MASTER_KEY_ENV)
+    return None
+
+
+def _read_key_file(path: Path, database_url: str) -> str:
+    path = path.expanduser()
+    store_folder = _sqlite_folder(database_url)
+    if store_folder is not None and path.resolve().parent == store_folder:
+        raise errors.ConfigurationError(
+            f"the master key file {path} is in the same folder as the run store "
+            f"database; keep it elsewhere (a copy of the folder would carry both)"
+        )
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise errors.ConfigurationError(
+            f"cannot read the master key file {path} ({MASTER_KEY_FILE_ENV}): "
+            f"{exc.strerror}"
+        ) from None
+
+
+def _sqlite_folder(database_url: str) -> Path | None:
+    if not database_url.startswith("sqlite"):
+        return None
+    database = sa.engine.make_url(database_url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve().parent
+
+
+def _cipher(key: str, source: str) -> Fernet:
+    try:
+        return Fernet(key.encode())
+    except (ValueError, TypeError):
+        # The message names where the key came from, never the key.
+        raise errors.ConfigurationError(
+            f"the master key in {source} is malformed: {KEY_HINT}"
+        ) from None
+
+
+class Vault:
+    """The vault's secrets, decrypted in memory; a `SecretStore` backend."""
+
+    name = "vault"
+
+    def __init__(self, store: Any, cipher: Fernet | None) -> None:
+        self.store = store
+        self.cipher = cipher
+        self._versions: dict[str, list[Version]] = {}
+        # Decrypted values by (name, version): a refresh decrypts only what is new.
+        self._decrypted: dict[tuple[str, int], str] = {}
+
+    @classmethod
+    async def open(cls, store: Any, database_url: str) -> Vault:
+        """Read the master key and load every secret; fails on a missing or
+        wrong key when the vault holds secrets."""
+        vault = cls(store, master_key(database_url))
+        await vault.refresh()
+        return vault
+
+    async def refresh(self) -> None:
+        """Reload versions from the store (another process may have rotated)."""
+        records = await self.store.secret_versions()
+        if records and self.cipher is None:
+            names = sorted({r.name for r in records})
+            raise errors.ConfigurationError(
+                f"the vault holds {len(names)} secret(s) ({', '.join(names)}) but no "
+                f"master key is set: set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}"
+            )
+        versions: dict[str, list[Version]] = {}
+        for record in records:
+            value = self._decrypt(record.name, record.version, record.ciphertext)
+            versions.setdefault(record.name, []).append(
+                Version(
+                    version=record.version,
+                    value=value,
+                    created_at=record.created_at,
+                    grace_until=record.grace_until,
+                )
+            )
+        self._versions = versions
+
+    def _decrypt(self, name: str, version: int, ciphertext: str) -> str:
+        known = self._decrypted.get((name, version))
+        if known is not None:
+            return known
+        assert self.cipher is not None
+        try:
+            value = self.cipher.decrypt(ciphertext.encode()).decode()
+        except InvalidToken:
+            raise errors.ConfigurationError(
+                f"secret {name!r} (version {version}) cannot be decrypted with this "
+                f"master key: it was stored under another key. Set the key it was "
+                f"stored with in {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}",
+                secret=name,
+            ) from None
+        redactor.register(value)
+        self._decrypted[(name, version)] = value
+        return value
+
+    def encrypt(self, value: str) -> str:
+        if self.cipher is None:
+            raise errors.ConfigurationError(
+                f"no master key is set: set {MASTER_KEY_ENV} or "
+                f"{MASTER_KEY_FILE_ENV} (`lobflows secrets new-key` makes one)"
+            )
+        return self.cipher.encrypt(value.encode()).decode()
+
+    # -- the backend ------------------------------------------------------
+
+    def lookup(self, secret: str) -> str | None:
+        """The current value, or for a run that started before the last
+        rotation, the value current then while its grace lasts."""
+        versions = self._versions.get(secret)
+        if not versions:
+            return None
+        current = versions[-1]
+        started = run_started_at.get()
+        if started is None or started >= current.created_at:
+            return current.value
+        then = [v for v in versions if v.created_at <= started]
+        if then and _in_grace(then[-1], time.time()):
+            return then[-1].value
+        return current.value
+
+    def values_in_grace(self, secret: str) -> list[str]:
+        """Earlier values whose grace period has not ended, newest first."""
+        now = time.time()
+        earlier = self._versions.get(secret, [])[:-1]
+        return [v.value for v in reversed(earlier) if _in_grace(v, now)]
+
+    def names(self) -> set[str]:
+        return set(self._versions)
+
+    def current_version(self, secret: str) -> int | None:
+        versions = self._versions.get(secret)
+        return versions[-1].version if versions else None
+
+
+def _in_grace(version: Version, now: float) -> bool:
+    return version.grace_until is not None and now < version.grace_until

@@ -1,0 +1,516 @@
+"""Access control: sign-in, sessions, API tokens, roles, CSRF, single sign-on
+and the audit log, through the app against a real store."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from lobflows.engine.clock import ManualClock
+from lobflows.runtime import Runtime
+from lobflows.settings import Settings
+from lobflows.store import tables
+from lobflows.testing.oidc import OidcProvider
+from lobflows.testing.servers import ServerThread
+from lobflows.web import credentials
+from lobflows.web.app import create_app
+from tests.support import Service, pass_once
+
+pytestmark = pytest.mark.integration
+
+FLOW = """flow: place-order
+card:
+  trigger: webhook from the shop
+  data: {entity: order, sensitivity: internal}
+  transform: none
+  target: a local service
+  on_failure: dead letter
+  owner: ops@example.com
+trigger: {webhook: {path: /hooks/order}}
+retry: {max_attempts: 1}
+steps:
+  - id: send
+    call: svc.request
+    with: {method: POST, path: /orders, json: "{{ input }}"}
+"""
+
+APPROVAL = """flow: approve-spend
+card:
+  trigger: by hand
+  data: {entity: purchase, sensitivity: internal}
+  transform: none
+  target: nobody
+  on_failure: dead letter
+  owner: finance@example.com
+trigger: {manual: {}}
+steps:
+  - id: approval
+    task:
+      kind: approval
+      title: "Approve {{ input.item }}"
+      assignees:
+        - user: ann@example.com
+"""
+
+PASSWORD = "correct horse battery"
+BASE = "http://flows.test"
+CLIENT_ID, CLIENT_SECRET = "lobflows-test", "oidc-client-secret-value"
+
+
+@pytest.fixture
+async def runtime(store_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    service = Service()
+    with ServerThread(service.app()) as server:
+        (tmp_path / "place-order.yaml").write_text(FLOW)
+        (tmp_path / "approve-spend.yaml").write_text(APPROVAL)
+        (tmp_path / "connections.yaml").write_text(
+            f"connections:\n  svc: {{type: http, base_url: '{server.url}'}}\n"
+        )
+        (tmp_path / "secrets.yaml").write_text(
+            f"session_key: a-session-key-for-tests\noidc_client_secret: {CLIENT_SECRET}\n"
+        )
+        settings = Settings(
+            database_url=store_url,
+            secrets_file=tmp_path / "secrets.yaml",
+            public_url=BASE,
+            api_token="shared-api-token",
+        )
+        opened = await Runtime.open(settings, tmp_path)
+        # A replay queues the run by the real time; the test clock stays ahead.
+        opened.engine.clock = ManualClock(start=time.time() + 3600)
+        opened.service = service  # type: ignore[attr-defined]
+        yield opened
+        await opened.close()
+
+
+def client_for(runtime: Runtime) -> httpx.AsyncClient:
+    app = create_app(runtime, has_local_worker=False)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+
+
+async def add_user(runtime: Runtime, name: str, *roles: str, email: str | None = None):
+    await runtime.store.add_user(
+        name,
+        roles=list(roles),
+        email=email,
+        password_hash=credentials.hash_password(PASSWORD),
+    )
+
+
+async def token_for(runtime: Runtime, name: str) -> dict[str, str]:
+    token = credentials.new_api_token()
+    await runtime.store.add_api_token(
+        name, name="tests", token_hash=credentials.token_digest(token)
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_in(client: httpx.AsyncClient, name: str, password: str = PASSWORD):
+    page = await client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return await client.post(
+        "/login",
+        data={"csrf_token": csrf, "name": name, "password": password, "next": "/x"},
+    )
+
+
+async def dead_letter(runtime: Runtime) -> int:
+    runtime.service.failures["/orders"] = [422]  # type: ignore[attr-defined]
+    await runtime.engine.start_run("place-order", input={"n": 1}, trigger="manual")
+    await pass_once(runtime)
+    [letter] = await runtime.store.dead_letters()
+    return letter.id
+
+
+async def test_anonymous_api_calls_get_401_and_browsers_go_to_the_sign_in_page(
+    runtime: Runtime,
+):
+    async with client_for(runtime) as client:
+        api = await client.get("/api/tasks")
+        page = await client.get("/inbox?x=1", headers={"Accept": "text/html"})
+        wrong = await client.get(
+            "/api/tasks", headers={"Authorization": "Bearer lft_wrong"}
+        )
+
+    assert api.status_code == 401 and "error" in api.json()
+    assert api.headers["www-authenticate"].startswith("Bearer")
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=%2Finbox%3Fx%3D1"
+    assert wrong.status_code == 401 and "wrong or revoked" in wrong.json()["error"]
+
+
+async def test_webhooks_health_and_the_sign_in_page_are_open(runtime: Runtime):
+    async with client_for(runtime) as client:
+        hook = await client.post("/hooks/order", json={"n": 2})
+        health = await client.get("/healthz")
+        login = await client.get("/login")
+        other_post = await client.post("/hooks/not-declared", json={})
+
+    assert hook.status_code == 202 and hook.json()["flow"] == "place-order"
+    assert health.status_code == 200 and login.status_code == 200
+    assert 'name="csrf_token"' in login.text
+    assert other_post.status_code == 401
+
+
+async def test_a_viewer_cannot_replay_and_an_operator_replays_with_an_audit_entry(
+    runtime: Runtime,
+):
+    letter_id = await dead_letter(runtime)
+    await add_user(runtime, "vic", "viewer")
+    await add_user(runtime, "olga", "operator")
+    viewer, operator = await token_for(runtime, "vic"), await token_for(runtime, "olga")
+
+    async with client_for(runtime) as client:
+        seen = await client.get(
+            f"/api/runs/{(await runtime.store.dead_letter(letter_id)).run_id}",
+            headers=viewer,
+        )
+        refused = await client.post(
+            f"/api/dead-letters/{letter_id}/replay", json={}, headers=viewer
+        )
+        listed = await client.get("/api/dead-letters", headers=operator)
+        replayed = await client.post(
+            f"/api/dead-letters/{letter_id}/replay",
+            json={"input": {"method": "POST", "path": "/orders", "json": {"n": 3}}},
+            headers=operator,
+        )
+        again = await client.post(
+            f"/api/dead-letters/{letter_id}/replay", headers=operator
+        )
+
+    assert seen.status_code == 200
+    assert refused.status_code == 403 and "operate" in refused.json()["error"]
+    assert [d["id"] for d in listed.json()["dead_letters"]] == [letter_id]
+    assert replayed.status_code == 200 and replayed.json()["status"] == "replayed"
+    assert again.status_code == 409
+    [entry] = await runtime.store.audit_entries(action="replay")
+    assert (entry.actor, entry.target) == ("olga", f"dead letter {letter_id}")
+    assert entry.detail["corrected_input"] is True
+    assert abs(entry.at - time.time()) < 600
+    await pass_once(runtime)
+    run = await runtime.store.get_run(replayed.json()["run_id"])
+    assert run.status == "succeeded"
+
+
+async def test_discard_needs_a_reason_and_is_audited(runtime: Runtime):
+    letter_id = await dead_letter(runtime)
+    await add_user(runtime, "olga", "operator")
+    operator = await token_for(runtime, "olga")
+
+    async with client_for(runtime) as client:
+        bare = await client.post(
+            f"/api/dead-letters/{letter_id}/discard", json={}, headers=operator
+        )
+        done = await client.post(
+            f"/api/dead-letters/{letter_id}/discard",
+            json={"reason": "duplicate order"},
+            headers=operator,
+        )
+
+    assert bare.status_code == 400 and "reason" in bare.json()["error"]
+    assert done.status_code == 200
+    assert (await runtime.store.dead_letter(letter_id)).status == "discarded"
+    [entry] = await runtime.store.audit_entries(action="discard")
+    assert entry.actor == "olga" and entry.detail["reason"] == "duplicate order"
+
+
+async def test_an_approver_cannot_see_secrets_or_the_audit_log(runtime: Runtime):
+    await add_user(runtime, "ann", "approver", email="ann@example.com")
+    approver = await token_for(runtime, "ann")
+
+    async with client_for(runtime) as client:
+        secrets = await client.get("/api/secrets", headers=approver)
+        audit = await client.get("/api/audit", headers=approver)
+        shared = await client.get(
+            "/api/audit", headers={"Authorization": "Bearer shared-api-token"}
+        )
+
+    assert secrets.status_code == 403 and "secrets" in secrets.json()["error"]
+    assert audit.status_code == 403
+    assert shared.status_code == 200 and "entries" in shared.json()
+
+
+async def test_decisions_act_for_the_principal_and_only_admins_act_for_others(
+    runtime: Runtime,
+):
+    run, _ = await runtime.engine.start_run(
+        "approve-spend", input={"item": "desk"}, trigger="manual"
+    )
+    await pass_once(runtime)
+    [task] = await runtime.store.list_tasks(status="open", user=None, limit=10)
+    await add_user(runtime, "ann", "approver", email="ann@example.com")
+    await add_user(runtime, "vic", "viewer")
+    ann, vic = await token_for(runtime, "ann"), await token_for(runtime, "vic")
+
+    async with client_for(runtime) as client:
+        viewer = await client.post(
+            f"/api/tasks/{task.id}/decisions", json={"decision": "approve"}, headers=vic
+        )
+        for_other = await client.post(
+            f"/api/tasks/{task.id}/decisions",
+            json={"decision": "approve", "by": "bob@example.com"},
+            headers=ann,
+        )
+        own = await client.post(
+            f"/api/tasks/{task.id}/decisions", json={"decision": "approve"}, headers=ann
+        )
+
+    assert viewer.status_code == 403 and "decide" in viewer.json()["error"]
+    assert for_other.status_code == 403
+    assert own.status_code == 200 and own.json()["status"] == "approved"
+    [entry] = await runtime.store.audit_entries(action="decide")
+    assert entry.actor == "ann" and entry.detail["by"] == "ann@example.com"
+
+
+async def test_password_sign_in_opens_a_session_and_sign_out_ends_it(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+
+    async with client_for(runtime) as client:
+        signed_in = await sign_in(client, "olga")
+        cookie = client.cookies.get("lobflows_session")
+        listed = await client.get("/api/tasks")
+        page = await client.get("/login?next=/inbox")
+        signed_out = await client.post(
+            "/logout", data={"csrf_token": await _csrf(client)}
+        )
+        after = await client.get("/api/tasks")
+
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/x"
+    assert cookie and listed.status_code == 200
+    assert page.status_code == 303 and page.headers["location"] == "/inbox"
+    assert signed_out.status_code == 303 and after.status_code == 401
+    actions = [e.action for e in await runtime.store.audit_entries(actor="olga")]
+    assert actions == ["sign_out", "sign_in"]
+
+
+async def _csrf(client: httpx.AsyncClient) -> str:
+    """A signed-in session's CSRF token, from the sign-out form of /login."""
+    page = await client.get("/login")
+    assert "You are signed in as" in page.text
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+async def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+
+    async with client_for(runtime) as client:
+        wrong = await sign_in(client, "olga", "not the password")
+        unknown = await sign_in(client, "nobody", "not the password")
+        after = await client.get("/api/tasks")
+
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong user name or password." in wrong.text
+    assert _without_tokens(wrong.text).replace("olga", "") == _without_tokens(
+        unknown.text
+    ).replace("nobody", "")
+    assert after.status_code == 401
+    failed = await runtime.store.audit_entries(action="sign_in_failed")
+    assert {e.target for e in failed} == {"user olga", "user nobody"}
+
+
+def _without_tokens(html: str) -> str:
+    return re.sub(r'value="[A-Za-z0-9_-]{30,}"', "", html)
+
+
+async def test_a_forged_or_missing_csrf_token_gets_403(runtime: Runtime):
+    await add_user(runtime, "olga", "operator")
+    letter_id = await dead_letter(runtime)
+
+    async with client_for(runtime) as client:
+        missing = await client.post(
+            "/login", data={"name": "olga", "password": PASSWORD}
+        )
+        await sign_in(client, "olga")
+        forged = await client.post("/logout", data={"csrf_token": "forged"})
+        api_without_header = await client.post(
+            f"/api/dead-letters/{letter_id}/discard", json={"reason": "x"}
+        )
+        api_with_header = await client.post(
+            f"/api/dead-letters/{letter_id}/discard",
+            json={"reason": "x"},
+            headers={"X-CSRF-Token": await _csrf(client)},
+        )
+
+    assert missing.status_code == 403
+    assert "stale or forged" in missing.text
+    assert forged.status_code == 403
+    assert api_without_header.status_code == 403
+    assert api_with_header.status_code == 200
+
+
+async def test_passwords_and_tokens_are_stored_hashed(runtime: Runtime):
+    await add_user(runtime, "olga", "operator")
+    token = credentials.new_api_token()
+    await runtime.store.add_api_token(
+        "olga", name="ci", token_hash=credentials.token_digest(token)
+    )
+
+    async with runtime.store.engine.connect() as conn:
+        users = (await conn.execute(sa.select(tables.users))).all()
+        tokens = (await conn.execute(sa.select(tables.api_tokens))).all()
+    stored = repr(users) + repr(tokens)
+
+    assert PASSWORD not in stored and token not in stored
+    assert users[0].password_hash.startswith("$argon2id$")
+    assert tokens[0].token_hash == credentials.token_digest(token)
+    async with client_for(runtime) as client:
+        ok = await client.get(
+            "/api/tasks", headers={"Authorization": f"Bearer {token}"}
+        )
+        await runtime.store.revoke_api_token("olga", "ci")
+        revoked = await client.get(
+            "/api/tasks", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert ok.status_code == 200 and revoked.status_code == 401
+
+
+async def test_a_session_ends_when_the_user_is_removed_or_the_password_changes(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+    await add_user(runtime, "vic", "viewer")
+
+    async with client_for(runtime) as first, client_for(runtime) as second:
+        await sign_in(first, "olga")
+        await sign_in(second, "vic")
+        await runtime.store.set_password_hash(
+            "olga", credentials.hash_password("another password")
+        )
+        await runtime.store.remove_user("vic")
+        olga = await first.get("/api/tasks")
+        vic = await second.get("/api/tasks")
+
+    assert olga.status_code == 401 and vic.status_code == 401
+
+
+async def test_sign_in_redirects_only_to_local_paths(runtime: Runtime):
+    await add_user(runtime, "olga", "operator")
+    async with client_for(runtime) as client:
+        page = await client.get("/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        response = await client.post(
+            "/login",
+            data={
+                "csrf_token": csrf,
+                "name": "olga",
+                "password": PASSWORD,
+                "next": "//evil.example.com/",
+            },
+        )
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+# -- single sign-on ---------------------------------------------------------
+
+
+@pytest.fixture
+def provider() -> Any:
+    issuer = OidcProvider(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        redirect_uris=[f"{BASE}/auth/oidc/callback"],
+    )
+    with ServerThread(issuer.app) as server:
+        issuer.url = server.url  # type: ignore[attr-defined]
+        yield issuer
+
+
+def sso_client(runtime: Runtime, provider: Any, **settings: Any) -> httpx.AsyncClient:
+    """A browser: the app in process, the issuer over loopback, redirects followed."""
+    configured = runtime.settings.model_copy(
+        update={
+            "oidc_issuer": provider.url,
+            "oidc_client_id": CLIENT_ID,
+            **settings,
+        }
+    )
+    app = create_app(
+        Runtime(
+            settings=configured,
+            store=runtime.store,
+            secrets=runtime.secrets,
+            engine=runtime.engine,
+            worker=runtime.worker,
+        ),
+        has_local_worker=False,
+    )
+    return httpx.AsyncClient(
+        base_url=BASE,
+        mounts={
+            BASE: httpx.ASGITransport(app=app),
+            provider.url: httpx.AsyncHTTPTransport(),
+        },
+        follow_redirects=True,
+    )
+
+
+async def test_single_sign_on_signs_in_a_known_user_end_to_end(
+    runtime: Runtime, provider: Any
+):
+    await add_user(runtime, "ann", "approver", email="ann@example.com")
+    provider.sign_in_as(
+        sub="u-ann", email="Ann@Example.com", email_verified=True, name="Ann Lee"
+    )
+
+    async with sso_client(runtime, provider) as browser:
+        landed = await browser.get("/auth/oidc/login?next=/api/tasks")
+        hops = [str(r.url).split("?")[0] for r in landed.history]
+
+    assert landed.status_code == 200 and "tasks" in landed.json()
+    assert hops == [
+        f"{BASE}/auth/oidc/login",
+        f"{provider.url}/authorize",
+        f"{BASE}/auth/oidc/callback",
+    ]
+    assert provider.token_requests == 1
+    [entry] = await runtime.store.audit_entries(action="sign_in")
+    assert entry.actor == "ann" and entry.detail == {"method": "oidc"}
+
+
+async def test_single_sign_on_adds_a_user_whose_group_maps_to_a_role(
+    runtime: Runtime, provider: Any
+):
+    provider.sign_in_as(
+        sub="u-olga",
+        preferred_username="olga",
+        email="olga@example.com",
+        groups=["staff", "integration-ops"],
+    )
+
+    async with sso_client(
+        runtime, provider, oidc_role_map={"integration-ops": "operator"}
+    ) as browser:
+        landed = await browser.get("/auth/oidc/login?next=/api/dead-letters")
+
+    assert landed.status_code == 200 and landed.json() == {"dead_letters": []}
+    user = await runtime.store.find_user("olga")
+    assert user.roles == ("operator",) and user.password_hash is None
+    [added] = await runtime.store.audit_entries(action="user_add")
+    assert added.actor == "oidc" and added.target == "user olga"
+
+
+async def test_single_sign_on_refuses_a_stranger_with_a_clear_page(
+    runtime: Runtime, provider: Any
+):
+    provider.sign_in_as(sub="u-zed", preferred_username="zed", groups=["staff"])
+
+    async with sso_client(runtime, provider) as browser:
+        refused = await browser.get("/auth/oidc/login")
+        after = await browser.get("/api/tasks")
+
+    assert refused.status_code == 403
+    assert "zed is not a user of LoB Flows" in refused.text
+    assert after.status_code == 401
+    [entry] = await runtime.store.audit_entries(action="sign_in_failed")
+    assert entry.target == "user zed"
