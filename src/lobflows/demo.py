@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets as random_tokens
 import socket
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from lobflows.triggers.webhook import sign
 
 ERPNEXT_PORT, CHAT_PORT, SMTP_PORT = 8701, 8702, 8725
 DEMO_SECRETS = "secrets.demo.yaml"
+# The dashboard user the demo signs in as; its password is new at every start.
+DEMO_USER = "demo"
 # An example's sample trigger bodies: samples/<flow name>.json.
 SAMPLES = "samples"
 RUN_TIMEOUT_SECONDS = 60.0
@@ -70,6 +73,13 @@ async def run_demo(
         code = await _post_samples(settings, example, flows_dir, port, secrets, console)
         if once:
             return code
+        password = await _demo_user(settings)
+        console.print(
+            f"\n[bold]Dashboard:[/] http://127.0.0.1:{port}/ (sign in as "
+            f"{DEMO_USER!r} with the password {password!r}, new at every demo start)",
+            highlight=False,
+            soft_wrap=True,
+        )
         console.print("\n[bold]Serving on; press Ctrl-C to stop.[/]")
         await _first_of(serving, standins)
         return 0
@@ -254,6 +264,26 @@ async def _show_outcome(settings: Settings, run_id: str, console: Console) -> in
             soft_wrap=True,
         )
     return 0 if run.status in ("succeeded", "waiting") else 1
+
+
+async def _demo_user(settings: Settings) -> str:
+    """An admin for the dashboard, with a fresh password each demo."""
+    from lobflows.web import credentials
+
+    password = random_tokens.token_urlsafe(12)
+    store = RunStore(settings.database_url)
+    try:
+        hashed = credentials.hash_password(password)
+        try:
+            await store.find_user(DEMO_USER)
+        except errors.UserNotFoundError:
+            await store.add_user(DEMO_USER, roles=["admin"], password_hash=hashed)
+        else:
+            await store.set_password_hash(DEMO_USER, hashed)
+            await store.set_roles(DEMO_USER, ["admin"])
+    finally:
+        await store.close()
+    return password
 
 
 def _decide_hint(task: Any) -> str:

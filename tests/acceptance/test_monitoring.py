@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -152,6 +153,10 @@ async def test_killing_the_target_sends_one_alert_and_restoring_it_one_resolved(
     seen: list[str] = []
     try:
         await _wait_for(runtime, "healthy", seen)
+        ready = httpx.get(server.url + "/readyz", timeout=10)
+        anonymous = httpx.get(server.url + "/metrics", timeout=10)
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        assert anonymous.status_code == 401  # metrics need a user or a token
 
         # When the target dies
         target.stop()

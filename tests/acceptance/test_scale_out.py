@@ -77,7 +77,10 @@ def test_the_rest_api_needs_its_bearer_token(onboarding_env, tmp_path: Path):
         wrong = httpx.get(url, headers={"Authorization": "Bearer nope"})
         right = httpx.get(url, headers={"Authorization": "Bearer api-token-for-tests"})
         lower = httpx.get(url, headers={"Authorization": "bearer api-token-for-tests"})
-        schema = httpx.get(f"{server.url}/api/openapi.json")
+        schema = httpx.get(
+            f"{server.url}/api/openapi.json",
+            headers={"Authorization": "Bearer api-token-for-tests"},
+        )
     finally:
         server.stop()
 

@@ -206,7 +206,7 @@ class Alerter:
         ids = {
             "connection": send.connection,
             "subject": state.subject,
-            "name": state.name,
+            "about": state.name,
         }
         if connection is None:
             log.error(
