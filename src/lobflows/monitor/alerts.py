@@ -99,11 +99,11 @@ class Alerter:
             return []
         found = []
         for secret in secrets:
-            if not getattr(secret, "overdue", False):
+            if not secret.overdue:
                 found.append(Problem("secret", secret.name, "healthy", []))
                 continue
-            days = getattr(secret, "rotate_every_days", None)
-            policy = f" (policy: every {days:g} days)" if days else ""
+            days = secret.rotate_every_days
+            policy = f" (policy: every {days} days)" if days else ""
             reason = f"not rotated within its rotation policy{policy}"
             found.append(Problem("secret", secret.name, "degraded", [reason]))
         return found

@@ -12,7 +12,7 @@ from typing import Any
 
 from lobflows.monitor import alerts, checks, health
 from lobflows.monitor.config import MonitorConfig
-from lobflows.secrets import redactor
+from lobflows.secrets import inventory, redactor
 from lobflows.spec import loader
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,8 @@ def _trigger_connections(trigger: Any) -> set[str]:
 SecretInventory = Callable[[], Awaitable[list[Any]]]
 
 
-def _secret_inventory(runtime: Any) -> SecretInventory | None:
-    """The vault's inventory of this installation, where the vault provides one."""
-    try:
-        from lobflows.secrets import inventory
-    except ImportError:
-        return None
+def _secret_inventory(runtime: Any) -> SecretInventory:
+    """The secret inventory of this installation, for rotation alerts."""
 
     async def listed() -> list[Any]:
         return list(await inventory.secret_inventory(runtime))
