@@ -12,7 +12,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests import support
 
@@ -20,8 +26,10 @@ from tests import support
 # its folder, so what is there belongs to the latest run.
 SCREENSHOTS = support.REPO / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery staple"
-# A generous deadline for what the page waits on (live updates, runs).
+# A generous deadline for what the page waits on (live updates, runs), for
+# actions and for expect() alike.
 WAIT_MS = 25_000
+expect.set_options(timeout=WAIT_MS)
 # A fresh profile without the browser's own background traffic: no update,
 # sync or component checks, no QUIC probing, nothing beyond loopback.
 CHROMIUM_ARGS = [

@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,6 @@ steps:
     call: shop.request
     with: {method: POST, path: /orders, json: "{{ input }}"}
 """
-# The default min_runs (3) judges no error rate on the two runs of the walk,
-# and the failed call stays in the connection's window after the replay. So:
-# one failed run of two (50 %) is over the rate and degrades the flow; once
-# replayed, that run succeeded and one failed call of three (33 %) is under.
-MONITOR = "window: 1h\nerror_rate: 40%\nmin_runs: 2\n"
 PURCHASES = support.REPO / "examples" / "purchase-to-payment"
 MANAGER = "mona.klein@example.com"
 API_TOKEN = "browser-test-api-token"
@@ -105,9 +100,13 @@ class Served:
         return str(reply.json()["run_id"])
 
 
+User = tuple[str, list[str], str | None]  # name, roles, e-mail address
+
+
 def served(
-    tmp_path: Path, flows: Path, users: list[tuple[Any, ...]], **env_extra: str
+    tmp_path: Path, flows: Path, users: list[User], **env_extra: str
 ) -> Iterator[Served]:
+    """`lobflows serve` on a SQLite store in tmp_path, its users added with the CLI."""
     store_url = f"sqlite:///{tmp_path / 'runs.db'}"
     env = support.base_env(
         store_url,
@@ -139,7 +138,6 @@ def orders(tmp_path: Path, order_service: OrderService) -> Iterator[Served]:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "push-orders.yaml").write_text(ORDERS_FLOW)
-    (flows / "monitor.yaml").write_text(MONITOR)
     (flows / "connections.yaml").write_text(
         f"connections:\n  shop: {{type: http, base_url: '{order_service.url}'}}\n"
     )
@@ -168,7 +166,9 @@ def shots(request: pytest.FixtureRequest) -> browser.Screenshots:
     return browser.Screenshots(request.node.name)
 
 
-async def poll(check: Any, what: str, *, timeout: float = 30) -> Any:
+async def poll(
+    check: Callable[[], Awaitable[Any]], what: str, *, timeout: float = 30
+) -> Any:
     """The first truthy result of `check()`, polled until a generous deadline."""
     deadline = time.monotonic() + timeout
     while not (found := await check()):
@@ -255,6 +255,7 @@ async def test_operator_fixes_a_dead_letter_and_watches_the_tile_turn_healthy(
         await shots.take(work, "run-succeeded")
         await context.close()
 
+    assert order_service.refused == [BAD_ORDER]
     assert [o["order"] for o in order_service.accepted] == ["WEB-1001", "WEB-1002"]
     assert order_service.accepted[1]["quantity"] == 2
     store = RunStore(orders.store_url)
@@ -362,6 +363,7 @@ async def test_a_viewer_cannot_replay_and_a_forged_form_is_refused(
             page = await anonymous.new_page()
             await page.goto(f"/runs/{run_id}")
             await expect(page).to_have_url(re.compile(r"/login\?next=%2Fruns%2F"))
+            await shots.take(page, "anonymous-sign-in")
             api = await anonymous.request.get(f"/api/runs/{run_id}")
             assert api.status == 401
             await anonymous.close()
@@ -409,6 +411,7 @@ async def test_a_viewer_cannot_replay_and_a_forged_form_is_refused(
         # Nothing was replayed.
         assert (await store.dead_letter(letter.id)).status == "open"
         assert (await store.get_run(run_id)).status == "failed"
+        assert order_service.refused == [BAD_ORDER]
         assert order_service.accepted == []
     finally:
         await store.close()

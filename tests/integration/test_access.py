@@ -19,7 +19,7 @@ from lobflows.settings import Settings
 from lobflows.store import tables
 from lobflows.testing.oidc import OidcProvider
 from lobflows.testing.servers import ServerThread
-from lobflows.web import credentials
+from lobflows.web import credentials, throttle
 from lobflows.web.app import create_app
 from tests.support import Service, pass_once
 
@@ -514,3 +514,181 @@ async def test_single_sign_on_refuses_a_stranger_with_a_clear_page(
     assert after.status_code == 401
     [entry] = await runtime.store.audit_entries(action="sign_in_failed")
     assert entry.target == "user zed"
+
+
+async def test_single_sign_on_gives_users_it_added_their_mapped_roles_at_each_sign_in(
+    runtime: Runtime, provider: Any
+):
+    role_map = {"integration-ops": "operator", "integration-admins": "admin"}
+    claims = {"sub": "u-olga", "preferred_username": "olga"}
+
+    # Given olga, added at her first sign-in as an operator
+    provider.sign_in_as(**claims, groups=["integration-ops"])
+    async with sso_client(runtime, provider, oidc_role_map=role_map) as browser:
+        await browser.get("/auth/oidc/login")
+    # and given roles by hand since, which her groups do not give
+    await runtime.store.set_roles("olga", ["viewer"])
+
+    # When she signs in again, now in the admins' group
+    provider.sign_in_as(**claims, groups=["staff", "integration-admins"])
+    async with sso_client(runtime, provider, oidc_role_map=role_map) as browser:
+        landed = await browser.get("/auth/oidc/login?next=/api/audit")
+
+    # Then her roles are the mapped ones, and the change is audited
+    assert landed.status_code == 200 and "entries" in landed.json()
+    assert (await runtime.store.find_user("olga")).roles == ("admin",)
+    [change] = await runtime.store.audit_entries(action="user_roles")
+    assert change.actor == "oidc" and change.target == "user olga"
+    assert change.detail == {"before": ["viewer"], "after": ["admin"]}
+
+    # When none of her groups maps to a role any more, she cannot sign in
+    provider.sign_in_as(**claims, groups=["staff"])
+    async with sso_client(runtime, provider, oidc_role_map=role_map) as browser:
+        refused = await browser.get("/auth/oidc/login")
+        after = await browser.get("/api/tasks")
+    assert refused.status_code == 403 and "gives a role" in refused.text
+    assert after.status_code == 401
+    assert (await runtime.store.find_user("olga")).roles == ("admin",)
+    [failed] = await runtime.store.audit_entries(action="sign_in_failed")
+    assert failed.detail == {"method": "oidc", "reason": "no mapped role"}
+
+
+async def test_single_sign_on_keeps_the_roles_of_a_user_added_by_hand(
+    runtime: Runtime, provider: Any
+):
+    # Given ann, added by hand as an approver (as `lobflows users add` records)
+    await add_user(runtime, "ann", "approver", email="ann@example.com")
+    await runtime.store.record_audit(
+        "cli:ops", "user_add", "user ann", {"roles": ["approver"]}
+    )
+    provider.sign_in_as(
+        sub="u-ann",
+        email="ann@example.com",
+        email_verified=True,
+        groups=["integration-admins"],
+    )
+
+    # When she signs in through single sign-on with a group mapped to admin
+    async with sso_client(
+        runtime, provider, oidc_role_map={"integration-admins": "admin"}
+    ) as browser:
+        landed = await browser.get("/auth/oidc/login?next=/api/tasks")
+        audit = await browser.get("/api/audit")
+
+    # Then she is signed in with the roles an admin gave her, unchanged
+    assert landed.status_code == 200 and "tasks" in landed.json()
+    assert audit.status_code == 403
+    assert (await runtime.store.find_user("ann")).roles == ("approver",)
+    assert await runtime.store.audit_entries(action="user_roles") == []
+
+
+# -- throttling of failed sign-ins -------------------------------------------
+
+
+def client_from(runtime: Runtime, address: str) -> httpx.AsyncClient:
+    """A browser at a given network address."""
+    app = create_app(runtime, has_local_worker=False)
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url=BASE)
+
+
+async def test_sign_in_is_refused_after_five_failures_for_a_user_name(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+    await add_user(runtime, "vic", "viewer")
+
+    # Given five wrong passwords for olga from one address
+    async with client_from(runtime, "10.0.0.1") as guesser:
+        failures = [await sign_in(guesser, "olga", "wrong password") for _ in range(5)]
+
+    # When olga then signs in with her password from another address
+    async with client_from(runtime, "10.0.0.2") as browser:
+        refused = await sign_in(browser, "olga")
+        after = await browser.get("/api/tasks")
+        other = await sign_in(browser, "vic")
+
+    # Then she is refused without a session, told when to try again
+    assert [f.status_code for f in failures] == [401] * 5
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins for this user name" in refused.text
+    when = r"Try again after \d\d:\d\d UTC \(in \d+ minutes?\)"
+    assert re.search(when, refused.text)
+    assert 0 < int(refused.headers["Retry-After"]) <= throttle.WINDOW_SECONDS
+    assert after.status_code == 401
+    # and the refusal is audited; other user names are not held back
+    [entry] = await runtime.store.audit_entries(action="sign_in_throttled")
+    assert entry.target == "user olga" and entry.detail["by"] == "user"
+    assert entry.detail["client"] == "10.0.0.2"
+    assert other.status_code == 303
+    signed_in = await runtime.store.audit_entries(action="sign_in")
+    assert [e.actor for e in signed_in] == ["vic"]
+
+
+async def test_sign_in_is_refused_after_five_failures_from_one_address(
+    runtime: Runtime,
+):
+    await add_user(runtime, "ann", "approver")
+
+    async with client_from(runtime, "10.0.0.3") as guesser:
+        for name in ("root", "admin", "ops", "ann", "bob"):
+            await sign_in(guesser, name, "wrong password")
+        refused = await sign_in(guesser, "ann")
+    async with client_from(runtime, "10.0.0.4") as elsewhere:
+        allowed = await sign_in(elsewhere, "ann")
+
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins for your network address" in refused.text
+    assert allowed.status_code == 303
+    [entry] = await runtime.store.audit_entries(action="sign_in_throttled")
+    assert entry.detail["by"] == "client" and entry.detail["client"] == "10.0.0.3"
+
+
+async def test_a_successful_sign_in_clears_the_count_of_its_user_name(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+
+    # Four failures, a success, four more (from two addresses, whose own
+    # counts stay under the limit): eight in the window, four since the success
+    async with client_from(runtime, "10.0.0.5") as first:
+        before = [await sign_in(first, "olga", "wrong password") for _ in range(4)]
+        success = await sign_in(first, "olga")
+    async with client_from(runtime, "10.0.0.6") as second:
+        since = [await sign_in(second, "olga", "wrong password") for _ in range(4)]
+        again = await sign_in(second, "olga")
+
+    assert [r.status_code for r in before + since] == [401] * 8
+    assert success.status_code == 303 and again.status_code == 303
+    assert await runtime.store.audit_entries(action="sign_in_throttled") == []
+
+
+@pytest.mark.parametrize(
+    ("age_seconds", "status"),
+    [
+        (throttle.WINDOW_SECONDS + 60, 303),  # older than the window: forgotten
+        (throttle.WINDOW_SECONDS - 60, 429),  # within the window: still counted
+    ],
+)
+async def test_failures_count_only_within_the_window(
+    runtime: Runtime, age_seconds: float, status: int
+):
+    await add_user(runtime, "olga", "operator")
+    failed_at = time.time() - age_seconds
+    rows = [
+        {
+            "at": failed_at + n,
+            "actor": "anonymous",
+            "action": "sign_in_failed",
+            "target": "user olga",
+            "detail": {"client": "10.0.0.7"},
+        }
+        for n in range(5)
+    ]
+    async with runtime.store.engine.begin() as conn:
+        await conn.execute(tables.audit_log.insert(), rows)
+
+    async with client_from(runtime, "10.0.0.8") as browser:
+        answer = await sign_in(browser, "olga")
+
+    assert answer.status_code == status

@@ -4,6 +4,7 @@ running a command's coroutine and opening the run store."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -52,6 +53,14 @@ def fail(message: str, code: int, hint: str | None = None) -> None:
     if hint:
         err_console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False)
     raise typer.Exit(code)
+
+
+def cli_actor() -> str:
+    """The audit log's name for whoever runs the command: ``cli:<os user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid-{os.getuid()}"
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -18,6 +18,7 @@ from lobflows.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_PROBLEMS,
     EXIT_USAGE,
+    cli_actor,
     console,
     err_console,
     fail,
@@ -28,6 +29,8 @@ from lobflows.cli.common import (
 from lobflows.settings import DEFAULT_DATABASE_URL, Settings
 
 T = TypeVar("T")
+# The longest discard reason kept, in characters.
+MAX_REASON_CHARS = 2000
 
 app = typer.Typer(
     name="lobflows",
@@ -616,9 +619,22 @@ def dlq_replay(
                 EXIT_USAGE,
                 f"correct the run's input instead: lobflows dlq replay {dead_letter_id} --run-input FILE",
             )
-        return await store.replay_dead_letter(
+        run_id = await store.replay_dead_letter(
             dead_letter_id, corrected_input=corrected, corrected_run_input=corrected_run
         )
+        await store.record_audit(
+            cli_actor(),
+            "replay",
+            f"dead letter {letter.id}",
+            {
+                "run_id": run_id,
+                "flow": letter.flow,
+                "step": letter.step,
+                "corrected_input": corrected is not None,
+                "corrected_run_input": corrected_run is not None,
+            },
+        )
+        return run_id
 
     run_id = run_async(with_store(replay))
     console.print(f"Run {run_id} queued again from its failed step.", highlight=False)
@@ -633,9 +649,32 @@ def dlq_replay(
 @dlq_app.command("discard")
 def dlq_discard(
     dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            help="Why it is closed without a replay; kept in the audit log.",
+        ),
+    ] = None,
 ) -> None:
     """Close a dead letter without replaying it."""
-    run_async(with_store(lambda s: s.discard_dead_letter(dead_letter_id)))
+    reason = " ".join((reason or "").split())[:MAX_REASON_CHARS] or None
+
+    async def discard(store: Any) -> None:
+        letter = await store.dead_letter(dead_letter_id)
+        await store.discard_dead_letter(letter.id)
+        await store.record_audit(
+            cli_actor(),
+            "discard",
+            f"dead letter {letter.id}",
+            {
+                "run_id": letter.run_id,
+                "flow": letter.flow,
+                "step": letter.step,
+                "reason": reason,
+            },
+        )
+
+    run_async(with_store(discard))
     console.print(f"Dead letter {dead_letter_id} discarded.")
 
 

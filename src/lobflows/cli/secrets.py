@@ -7,7 +7,6 @@ them), and never printed.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import sys
@@ -113,15 +112,6 @@ def _read_value(name: str, *, confirm: bool) -> str:
     return str(value)
 
 
-def actor() -> str:
-    """Who acts, for the audit log: ``cli:<os user>``."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"cli:{user}"
-
-
 def _check_master_key() -> None:
     """Fail on a missing or unusable key before asking for the value."""
     cli.run_async(_key_ready())
@@ -175,7 +165,7 @@ def secrets_set(name: SecretName, rotate_every: RotateEvery = None) -> None:
         vault = await _open_vault(store)
         await store.add_secret(name, vault.encrypt(value), rotate_every_days=policy)
         detail = {"version": 1, "rotate_every_days": policy}
-        await store.record_audit(actor(), "secret_set", name, detail)
+        await store.record_audit(cli.cli_actor(), "secret_set", name, detail)
 
     cli.run_async(cli.with_store(add))
     cli.console.print(
@@ -212,7 +202,7 @@ def secrets_rotate(
             rotate_every_days=policy,
         )
         detail = {"version": version, "grace_seconds": grace_seconds}
-        await store.record_audit(actor(), "secret_rotate", name, detail)
+        await store.record_audit(cli.cli_actor(), "secret_rotate", name, detail)
         return version
 
     version = cli.run_async(cli.with_store(rotate))
@@ -222,6 +212,66 @@ def secrets_rotate(
         highlight=False,
     )
     _warn_if_shadowed(name)
+
+
+@secrets_app.command("rekey")
+def secrets_rekey(
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--new-key-file",
+            envvar=secret_vault.NEW_MASTER_KEY_FILE_ENV,
+            help=f"File holding the new master key; or give the key itself in "
+            f"{secret_vault.NEW_MASTER_KEY_ENV}.",
+        ),
+    ] = None,
+) -> None:
+    """Re-encrypt every version of every secret under a new master key."""
+    database_url = cli.options.settings.database_url
+
+    async def rekey(store: Any) -> dict[str, list[int]]:
+        new = secret_vault.new_master_key(database_url, new_key_file)
+        current = secret_vault.master_key(database_url)
+        done = await secret_vault.rekey(store, current=current, new=new)
+        if done:
+            detail = {"versions": done}
+            await store.record_audit(cli.cli_actor(), "secret_rekey", "vault", detail)
+        return done
+
+    done = cli.run_async(cli.with_store(rekey))
+    _print_rekeyed(done)
+
+
+def _print_rekeyed(done: dict[str, list[int]]) -> None:
+    key_settings = (
+        f"{secret_vault.MASTER_KEY_ENV} or {secret_vault.MASTER_KEY_FILE_ENV}"
+    )
+    if not done:
+        cli.console.print(
+            f"The vault holds no secrets: nothing to re-encrypt. Set the new key "
+            f"in {key_settings} for every process.",
+            highlight=False,
+        )
+        return
+    versions = sum(len(v) for v in done.values())
+    cli.console.print(
+        f"Re-encrypted {versions} version(s) of {len(done)} secret(s) under the "
+        "new master key:",
+        highlight=False,
+    )
+    for name, numbers in done.items():
+        listed = ", ".join(str(n) for n in numbers)
+        label = "versions" if len(numbers) > 1 else "version"
+        cli.console.print(f"  {escape(name)}: {label} {listed}", highlight=False)
+    cli.console.print(
+        f"Next: set the new key in {key_settings} for every process that reads "
+        "the vault (serve, worker, run and the secrets commands) and restart "
+        "them. The old key no longer opens the vault; a process still running "
+        "with it keeps the values it has loaded but cannot read a secret set or "
+        "rotated from now on. Backups of the run store made before now still "
+        "need the old key.",
+        highlight=False,
+    )
 
 
 @secrets_app.command("list")
@@ -266,7 +316,7 @@ def secrets_remove(
             return users
         await store.remove_secret(name)
         await store.record_audit(
-            actor(), "secret_remove", name, {"used_by": users, "forced": force}
+            cli.cli_actor(), "secret_remove", name, {"used_by": users, "forced": force}
         )
         return []
 

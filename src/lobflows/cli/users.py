@@ -8,8 +8,6 @@ input with --password-stdin. Every change is written to the audit log.
 from __future__ import annotations
 
 import enum
-import getpass
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -58,14 +56,6 @@ PasswordStdin = Annotated[
         help="Read the password from the first line of standard input.",
     ),
 ]
-
-
-def cli_actor() -> str:
-    """The audit log's name for whoever runs the command: cli:<os user>."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"cli:uid-{os.getuid()}"
 
 
 def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
@@ -129,7 +119,10 @@ def users_add(
             name, roles=chosen, email=email, password_hash=password_hash
         )
         await store.record_audit(
-            cli_actor(), "user_add", f"user {name}", {"roles": chosen, "email": email}
+            cli.cli_actor(),
+            "user_add",
+            f"user {name}",
+            {"roles": chosen, "email": email},
         )
 
     _with_store(add)
@@ -171,7 +164,7 @@ def users_remove(name: UserName) -> None:
 
     async def remove(store: Any) -> None:
         await store.remove_user(name)
-        await store.record_audit(cli_actor(), "user_remove", f"user {name}")
+        await store.record_audit(cli.cli_actor(), "user_remove", f"user {name}")
 
     _with_store(remove)
     cli.console.print(f"User {name} removed.", highlight=False)
@@ -184,7 +177,7 @@ def users_set_password(name: UserName, password_stdin: PasswordStdin = False) ->
 
     async def change(store: Any) -> None:
         await store.set_password_hash(name, password_hash)
-        await store.record_audit(cli_actor(), "user_password", f"user {name}")
+        await store.record_audit(cli.cli_actor(), "user_password", f"user {name}")
 
     _with_store(change)
     cli.console.print(f"Password of {name} changed.", highlight=False)
@@ -199,7 +192,7 @@ def users_roles(name: UserName, roles: Roles) -> None:
         before = await store.find_user(name)
         user = await store.set_roles(name, chosen)
         await store.record_audit(
-            cli_actor(),
+            cli.cli_actor(),
             "user_roles",
             f"user {name}",
             {"before": list(before.roles), "after": chosen},
@@ -228,7 +221,7 @@ def token_create(
     async def create(store: Any) -> None:
         await store.add_api_token(user, name=label, token_hash=digest)
         await store.record_audit(
-            cli_actor(), "token_create", f"user {user}", {"token": label}
+            cli.cli_actor(), "token_create", f"user {user}", {"token": label}
         )
 
     _with_store(create)
@@ -272,7 +265,7 @@ def token_revoke(
     async def revoke(store: Any) -> None:
         await store.revoke_api_token(user, label)
         await store.record_audit(
-            cli_actor(), "token_revoke", f"user {user}", {"token": label}
+            cli.cli_actor(), "token_revoke", f"user {user}", {"token": label}
         )
 
     _with_store(revoke)

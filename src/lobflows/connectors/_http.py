@@ -5,11 +5,14 @@ classification and ``Retry-After``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import socket
+import ssl
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -84,6 +87,50 @@ async def _resolve(
     except socket.gaierror as exc:
         raise errors.TransportError(f"cannot resolve {host}: {exc.strerror}") from exc
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
+async def reach(
+    url: str, *, guard: AddressGuard, timeout_seconds: float, connection: str
+) -> str:
+    """Open a TCP connection to the host of `url` (and a TLS session for
+    https), send nothing and close. For URLs that are credentials: the host
+    and port are named, never the path or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    is_tls = parts.scheme == "https"
+    port = parts.port or (443 if is_tls else 80)
+    where = f"{host}:{port}"
+    await guard.check(host, port)
+    context = ssl.create_default_context() if is_tls else None
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if is_tls else None
+            ),
+            timeout_seconds,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise errors.ConnectorError(
+            f"{connection}: the TLS certificate of {where} was refused: "
+            f"{exc.verify_message}",
+            retryable=False,
+            connection=connection,
+        ) from exc
+    except ssl.SSLError as exc:
+        raise errors.ConnectorError(
+            f"{connection}: the TLS handshake with {where} failed: {exc.reason}",
+            retryable=False,
+            connection=connection,
+        ) from exc
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise errors.TransportError(
+            f"{connection}: cannot reach {where}: {reason}", connection=connection
+        ) from exc
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return f"{where} accepts {'TCP and TLS' if is_tls else 'TCP'} connections"
 
 
 class GuardedClient:

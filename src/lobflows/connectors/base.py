@@ -43,6 +43,17 @@ class CallContext:
 Action = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
 
 
+def check_context(timeout_seconds: float) -> CallContext:
+    """The context of a connection check: no run, the connection's own timeout."""
+    return CallContext(
+        run_id="check",
+        flow="check",
+        step="check",
+        attempt=1,
+        timeout_seconds=timeout_seconds,
+    )
+
+
 class Settings(pydantic.BaseModel):
     """Base of every connector's connection settings."""
 

@@ -120,6 +120,17 @@ class _ChatWebhookConnector(base.Connector):
         )
         return urlsplit(url).hostname or "?", response
 
+    async def check(self) -> str:
+        """That the webhook's host accepts connections (TCP, and TLS for
+        https); posting would send a message, so the webhook is not called."""
+        reached = await _http.reach(
+            self._url(),
+            guard=self.client.guard,
+            timeout_seconds=self.settings.timeout_seconds,
+            connection=self.name,
+        )
+        return f"{reached}; nothing posted, so the webhook itself is not proven"
+
     def _error(
         self, host: str, response: httpx.Response, detail: str
     ) -> errors.RemoteStatusError:

@@ -308,6 +308,24 @@ class ErpnextConnector(base.Connector):
             return {**target, "deleted": False}
         raise self._error(response, what)
 
+    async def check(self) -> str:
+        """An authenticated read: the user the API key logs in as."""
+        context = base.check_context(self.settings.timeout_seconds)
+        method = "frappe.auth.get_logged_user"
+        response = await self._send("GET", f"/api/method/{method}", context)
+        if not response.is_success:
+            raise self._error(response, f"check ({method})")
+        body = _http.response_body(response)
+        user = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not user:
+            raise errors.ConnectorError(
+                f"{self.name}: {method} answered without a user; "
+                f"is {self.settings.base_url} a Frappe site?",
+                retryable=False,
+                connection=self.name,
+            )
+        return f"logged in to {self.settings.base_url} as {user}"
+
     async def _send(
         self,
         method: str,

@@ -239,6 +239,38 @@ class FilesConnector(base.Connector):
         await (await self._store()).delete(relative_parts(p.path))
         return {"path": "/".join(relative_parts(p.path)), "deleted": True}
 
+    async def check(self) -> str:
+        """List the root: the local folder, or over a fresh SFTP login."""
+        s = self.settings
+        if s.folder is not None:
+            count = await asyncio.to_thread(self._count_local_files, s.folder)
+            return f"listed {s.folder}: {count} files"
+        assert s.sftp is not None
+        where = f"{s.sftp.host}:{s.sftp.port}"
+        await self.guard.check(s.sftp.host, s.sftp.port)
+        with _translated(self.name, f"check {where}"):
+            async with asyncio.timeout(s.timeout_seconds):
+                session = await _Sftp.open(self.name, s.sftp, self.secrets, s)
+                try:
+                    entries = await session.list(())
+                finally:
+                    await session.close()
+        return (
+            f"logged in to {where} as {s.sftp.username}; "
+            f"listed {session.root}: {len(entries)} files"
+        )
+
+    def _count_local_files(self, folder: str) -> int:
+        try:
+            with os.scandir(folder) as entries:
+                return sum(1 for e in entries if e.is_file())
+        except OSError as exc:
+            raise errors.ConnectorError(
+                f"{self.name}: cannot list the folder {folder}: {exc.strerror}",
+                retryable=False,
+                connection=self.name,
+            ) from exc
+
     async def close(self) -> None:
         if self._sftp is not None:
             await self._sftp.close()

@@ -156,6 +156,18 @@ class ImapConnector(base.Connector):
         )
         return await self._session(context, lambda imap: self._move(imap, p))
 
+    async def check(self) -> str:
+        """Log in, select the mailbox read-only, log out."""
+        s = self.settings
+        context = base.check_context(s.timeout_seconds)
+
+        def select(imap: imaplib.IMAP4) -> int:
+            _, data = _ok(imap.select(_quoted(s.mailbox), readonly=True))
+            return int(data[0]) if data and data[0] else 0
+
+        count = await self._session(context, select)
+        return f"logged in as {s.username}; {s.mailbox} holds {count} messages"
+
     # sessions ----------------------------------------------------------------
 
     async def _session(self, context: base.CallContext, work: Any) -> Any:

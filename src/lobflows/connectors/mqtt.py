@@ -121,6 +121,18 @@ class MqttConnector(base.Connector):
                 )
         return {"topic": p.topic, "msg_id": msg_id}
 
+    async def check(self) -> str:
+        """Connect (a clean session) with the configured credentials, then
+        disconnect; nothing is published."""
+        aiomqtt, paho = _aiomqtt()
+        s = self.settings
+        with _translated(self.name, "check"):
+            await self.guard.check(s.host, s.port)
+            async with self._client(aiomqtt, paho, identifier=None):
+                pass
+        who = f"as {s.username}" if s.username else "anonymously"
+        return f"connected to {s.host}:{s.port} {who}"
+
     # -- consume -------------------------------------------------------------
 
     async def consume(

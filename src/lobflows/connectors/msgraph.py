@@ -230,6 +230,17 @@ class MsGraphConnector(base.Connector):
             connection=self.name,
         )
 
+    async def check(self) -> str:
+        """A fresh token, then one user id (``GET /users?$top=1``); the app
+        needs User.Read.All, as the ``list`` of users does."""
+        context = base.check_context(self.settings.timeout_seconds)
+        await self._access_token(True)
+        query = {"$top": "1", "$select": "id"}
+        response = await self._send("GET", "/users", context, params=query)
+        if not response.is_success:
+            raise self._error(response, "check (GET /users)")
+        return f"token obtained; GET /users answered {response.status_code}"
+
     def _within_base(self, link: str) -> str:
         """A next-page URL, refused unless it stays under base_url (the token goes with it)."""
         absolute = urllib.parse.urljoin(self._base_url + "/", link)

@@ -162,6 +162,22 @@ class NatsConnector(base.Connector):
             await self._client.close()
             self._client = None
 
+    async def check(self) -> str:
+        """Connect with the configured credentials, ask JetStream for the
+        account's figures, then close."""
+        with self._translated("check"):
+            client = await self._connect()
+            try:
+                jetstream = client.jetstream(timeout=self.settings.timeout_seconds)
+                account = await jetstream.account_info()
+            finally:
+                await client.close()
+        who = f" as {self.settings.user}" if self.settings.user else ""
+        return (
+            f"connected to {self.settings.url}{who}; "
+            f"JetStream answers with {account.streams} streams"
+        )
+
     # -- consume -------------------------------------------------------------
 
     async def consume(

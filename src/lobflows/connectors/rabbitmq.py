@@ -146,6 +146,18 @@ class RabbitmqConnector(base.Connector):
             await self._publisher[0].close()
             self._publisher = None
 
+    async def check(self) -> str:
+        """Connect with the configured credentials and virtual host, then close."""
+        address = self._address()
+        with self._translated("check"):
+            connection = await self._connect()
+            await connection.close()
+        where = f"{address['host']}:{address['port']}"
+        return (
+            f"connected to {where}, virtual host {address['virtualhost']!r}, "
+            f"as {address['login']}"
+        )
+
     # -- consume -------------------------------------------------------------
 
     async def consume(

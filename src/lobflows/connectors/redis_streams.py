@@ -139,6 +139,16 @@ class RedisStreamConnector(base.Connector):
             await self._client.aclose()
             self._client = None
 
+    async def check(self) -> str:
+        """Connect with the configured credentials, PING, then close."""
+        with self._translated("check"):
+            client = await self._connect()
+            await client.aclose()
+        parts = urllib.parse.urlsplit(self.settings.url)
+        where = f"{parts.hostname}:{parts.port or DEFAULT_PORT}"
+        database = parts.path.strip("/") or "0"
+        return f"PING answered by {where}, database {database}"
+
     # -- consume -------------------------------------------------------------
 
     async def consume(

@@ -198,6 +198,18 @@ class SalesforceConnector(base.Connector):
             raise self._collection_error(results)
         return {"results": results, "failed": len(failed)}
 
+    async def check(self) -> str:
+        """A fresh token, then ``GET /limits``: the org's daily API allowance."""
+        context = base.check_context(self.settings.timeout_seconds)
+        await self._access_token(True)
+        path = f"{self._data_path}/limits"
+        body = await self._json("GET", path, context, "check (limits)")
+        daily = body.get("DailyApiRequests") if isinstance(body, dict) else None
+        if not isinstance(daily, dict):
+            return f"token obtained; {path} answered"
+        left, most = daily.get("Remaining"), daily.get("Max")
+        return f"token obtained; {left} of {most} daily API requests left"
+
     def _collection_error(self, results: list[dict[str, Any]]) -> errors.ConnectorError:
         """The error of a rolled-back collection: the first record that failed on its own."""
         for index, result in enumerate(results):

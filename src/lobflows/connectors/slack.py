@@ -64,14 +64,7 @@ class SlackWebhookConnector(base.Connector):
         p: PostParams = base.parse_params(
             PostParams, params, action=f"{self.name}.post"
         )
-        url = self.secrets.get(self.settings.url_secret)
-        parts = urlsplit(url)
-        redactor.register(parts.path)
-        if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
-            raise errors.ConfigurationError(
-                f"secret {self.settings.url_secret!r} does not hold an http(s) webhook URL",
-                retryable=False,
-            )
+        url = self._url()
         payload = p.model_dump(exclude_none=True)
         response = await self.client.request(
             "POST", url, json=payload, timeout_seconds=context.timeout_seconds
@@ -85,6 +78,29 @@ class SlackWebhookConnector(base.Connector):
                 connection=self.name,
             )
         return {"status": response.status_code, "answer": response.text[:200]}
+
+    async def check(self) -> str:
+        """That the webhook's host accepts connections (TCP, and TLS for
+        https); posting would send a message, so the webhook is not called."""
+        reached = await _http.reach(
+            self._url(),
+            guard=self.client.guard,
+            timeout_seconds=self.settings.timeout_seconds,
+            connection=self.name,
+        )
+        return f"{reached}; nothing posted, so the webhook itself is not proven"
+
+    def _url(self) -> str:
+        """The webhook URL from its secret; its path is registered as a secret."""
+        url = self.secrets.get(self.settings.url_secret)
+        parts = urlsplit(url)
+        redactor.register(parts.path)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+            raise errors.ConfigurationError(
+                f"secret {self.settings.url_secret!r} does not hold an http(s) webhook URL",
+                retryable=False,
+            )
+        return url
 
     async def close(self) -> None:
         await self.client.close()
@@ -187,6 +203,12 @@ class SlackConnector(base.Connector):
             "channel": answer.get("channel", p.channel),
             "ts": answer.get("ts", p.ts),
         }
+
+    async def check(self) -> str:
+        """auth.test: the token is valid, and whose it is."""
+        context = base.check_context(self.settings.timeout_seconds)
+        answer = await self._call("auth.test", {}, context)
+        return f"authenticated as {answer.get('user')} in team {answer.get('team')}"
 
     async def _call(
         self, method: str, payload: dict[str, Any], context: base.CallContext

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 import unicodedata
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Literal
@@ -209,6 +211,61 @@ class SmtpConnector(base.Connector):
             "refused": sorted(refused),
             "reply": reply,
         }
+
+    async def check(self) -> str:
+        """Connect, EHLO, STARTTLS and log in as configured, NOOP, QUIT; no mail."""
+        s = self.settings
+        await self.guard.check(s.host, s.port)
+        options = self._smtp_options(base.check_context(s.timeout_seconds))
+        username, password = options.pop("username"), options.pop("password")
+        client = aiosmtplib.SMTP(**options)
+        try:
+            with self._check_errors(username):
+                await client.connect()
+                await client.ehlo()
+                if username is not None:
+                    await client.login(username, password or "")
+                await client.noop()
+                await client.quit()
+        finally:
+            if client.is_connected:
+                client.close()
+        done = ["EHLO"] + (["STARTTLS"] if s.security == "starttls" else [])
+        if username is not None:
+            done.append(f"login as {username}")
+        return f"{s.host}:{s.port} accepted {', '.join(done)}; no mail sent"
+
+    @contextlib.contextmanager
+    def _check_errors(self, username: str | None) -> Iterator[None]:
+        where = f"{self.settings.host}:{self.settings.port}"
+        try:
+            yield
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise errors.ConnectorError(
+                f"{self.name}: {where} refused the login as {username!r}: "
+                f"{exc.code} {exc.message}",
+                retryable=False,
+                connection=self.name,
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise errors.ConnectorError(
+                f"{self.name}: {where} answered {exc.code} {exc.message}",
+                retryable=400 <= exc.code < 500,
+                connection=self.name,
+            ) from exc
+        except (
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPServerDisconnected,
+            aiosmtplib.SMTPTimeoutError,
+            OSError,
+        ) as exc:
+            raise errors.TransportError(
+                f"{self.name}: cannot talk to {where}: {exc}", connection=self.name
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            raise errors.ConnectorError(
+                f"{self.name}: {where}: {exc}", retryable=False, connection=self.name
+            ) from exc
 
     def _message(self, p: SendParams, context: base.CallContext) -> EmailMessage:
         message = EmailMessage()

@@ -170,6 +170,14 @@ def iso_time(seconds: float | None) -> str | None:
     return moment.isoformat(timespec="seconds")
 
 
+def readable_time(seconds: float | None) -> str | None:
+    """A moment as people read it on a page: 2026-12-07 20:09:46 UTC."""
+    if seconds is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 async def decide(
     store: TaskOps,
     task_id: str,

@@ -72,16 +72,12 @@ class Alerter:
             Problem("connection", h.name, h.status, h.reasons)
             for h in snapshot.connections.values()
         ]
-        letters = await self.monitor.store.open_dead_letters()
         for flow in self.monitor.project.flows:
-            if flow not in letters:
+            if flow not in snapshot.dead_letters:
                 found.append(Problem("dead_letter", flow, "healthy", []))
                 continue
-            count, _, step, error = letters[flow]
-            reason = (
-                f"{count} open dead letter{'s' if count != 1 else ''}; "
-                f"newest at step {step}: {redactor.redact(error)[:300]}"
-            )
+            count, _, step, error = snapshot.dead_letters[flow]
+            reason = health.dead_letter_reason(count, step, error)
             found.append(Problem("dead_letter", flow, "degraded", [reason]))
         return found + await self._secret_problems()
 

@@ -10,6 +10,7 @@ Flow rules (the card's ``expect`` sets the thresholds):
 - no success for longer than ``expect.every``: degraded; for twice as long:
   down.
 - more runs due but not taken than ``expect.backlog``: degraded.
+- open dead letters: degraded until they are replayed or discarded.
 - a connection the flow calls is degraded or down: the flow is too.
 - no run ever and no ``every`` to miss: unknown.
 
@@ -20,6 +21,9 @@ Connection rules:
   ``down_after``): down.
 - the circuit breaker open in this process: degraded.
 - calls failing above the error rate: degraded; every call failed: down.
+  Only failures of the system count (timeouts, refused connections, 429,
+  5xx: what is retried); a call refused for its data counts against the
+  flow, not the connection.
 - never checked (no check for its type or none yet) and no calls: unknown.
 """
 
@@ -84,6 +88,8 @@ class Snapshot:
     flows: dict[str, Health]
     connections: dict[str, Health]
     recent_errors: list[RecentError]
+    # flow -> (open dead letters, newest one's time, step, error (scrubbed))
+    dead_letters: dict[str, tuple[int, float, str, str]] = field(default_factory=dict)
 
     @property
     def is_down(self) -> bool:
@@ -256,6 +262,14 @@ def _judge_gap(verdict: Verdict, figures: Figures, every: float, now: float) -> 
     what = "no successful run" if figures.last_success_at else "no successful run yet"
     reason = f"{what} for {span(gap)} (expected one every {span(every)})"
     verdict.add("down" if gap > 2 * every else "degraded", reason)
+
+
+def dead_letter_reason(count: int, step: str, error: str) -> str:
+    """Why open dead letters count against a flow."""
+    return (
+        f"{count} open dead letter{'s' if count != 1 else ''}; "
+        f"newest at step {step}: {error[:300]}"
+    )
 
 
 def span(seconds: float) -> str:

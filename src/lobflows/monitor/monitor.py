@@ -148,6 +148,12 @@ class Monitor:
         await self._count_backlog(flows, calls, now)
         await self._flow_times(flows)
         check_records = await self.store.check_records()
+        letters = {
+            flow: (count, at, step, redactor.redact(error))
+            for flow, (count, at, step, error) in (
+                await self.store.open_dead_letters()
+            ).items()
+        }
         breakers = self.breakers()
         connection_health = {
             name: self._connection_health(
@@ -156,7 +162,9 @@ class Monitor:
             for name in sorted(self.connections)
         }
         flow_health = {
-            name: self._flow_health(name, flows[name], connection_health, now)
+            name: self._flow_health(
+                name, flows[name], connection_health, letters.get(name), now
+            )
             for name in sorted(self.project.flows)
         }
         errors = await self.store.recent_errors(now - RECENT_ERRORS_SECONDS)
@@ -169,6 +177,7 @@ class Monitor:
             flows=flow_health,
             connections=connection_health,
             recent_errors=recent,
+            dead_letters=letters,
         )
 
     async def _count_today(
@@ -215,13 +224,17 @@ class Monitor:
             status,
             duration,
             finished_at,
+            retryable,
         ) in await self.store.attempts_since(window_start, steps=steps):
             if status == "paused":
                 continue
+            # A call the system refused for its data (a permanent error such
+            # as 422) speaks of the data, not of the system's health.
+            is_system_failure = status in ("failed", "dead") and retryable is not False
             for connection in self._called(flow, step, calls):
                 figures = calls[connection]
                 figures.finished += 1
-                figures.failed += status in ("failed", "dead")
+                figures.failed += is_system_failure
                 if status == "succeeded":
                     figures.durations.append(max(0.0, duration or 0.0))
                     figures.last_success_at = max(
@@ -297,11 +310,17 @@ class Monitor:
         name: str,
         figures: health.Figures,
         connections: dict[str, health.Health],
+        letters: tuple[int, float, str, str] | None,
         now: float,
     ) -> health.Health:
         expect = self.project.flows[name].spec.card.expect
         verdict = health.judge_flow(figures, expect, self.config, now=now)
+        # Dead letters alert under a subject of their own; the flow's own
+        # status leaves them out, so one failure is one alert.
         own_status = verdict.status
+        if letters is not None:
+            count, _, step, error = letters
+            verdict.add("degraded", health.dead_letter_reason(count, step, error))
         used = self.usage.flows.get(name, [])
         for connection in used:
             found = connections.get(connection)

@@ -27,6 +27,9 @@ from lobflows.secrets import redactor, run_started_at
 
 MASTER_KEY_ENV = "LOBFLOWS_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LOBFLOWS_MASTER_KEY_FILE"
+# The key `lobflows secrets rekey` moves the vault to.
+NEW_MASTER_KEY_ENV = "LOBFLOWS_NEW_MASTER_KEY"
+NEW_MASTER_KEY_FILE_ENV = "LOBFLOWS_NEW_MASTER_KEY_FILE"
 KEY_HINT = (
     "expected 32 url-safe base64-encoded bytes (44 characters), "
     "as `lobflows secrets new-key` prints"
@@ -65,7 +68,85 @@ def master_key(database_url: str) -> Fernet | None:
     return None
 
 
-def _read_key_file(path: Path, database_url: str) -> str:
+def new_master_key(database_url: str, key_file: Path | None) -> Fernet:
+    """The cipher of the key to move the vault to: ``LOBFLOWS_NEW_MASTER_KEY``
+    or `key_file`, the same checks as the master key."""
+    inline = os.environ.get(NEW_MASTER_KEY_ENV)
+    if inline and key_file is not None:
+        raise errors.ConfigurationError(
+            f"both {NEW_MASTER_KEY_ENV} and --new-key-file are set; set one"
+        )
+    if key_file is not None:
+        key = _read_key_file(key_file, database_url, setting="--new-key-file")
+        return _cipher(key, "--new-key-file")
+    if inline:
+        return _cipher(inline.strip(), NEW_MASTER_KEY_ENV)
+    raise errors.ConfigurationError(
+        f"no new master key: set {NEW_MASTER_KEY_ENV} or pass --new-key-file "
+        "(`lobflows secrets new-key` makes one)"
+    )
+
+
+def reencrypt(old: Fernet, new: Fernet, *, name: str, version: int, token: str) -> str:
+    """One stored value, decrypted with `old` and encrypted again with `new`."""
+    try:
+        value = old.decrypt(token.encode())
+    except InvalidToken:
+        raise errors.ConfigurationError(
+            f"secret {name!r} (version {version}) cannot be decrypted with the "
+            f"current master key: it was stored under another key. Nothing was "
+            f"re-encrypted; set the key it was stored with in {MASTER_KEY_ENV} "
+            f"or {MASTER_KEY_FILE_ENV}",
+            secret=name,
+        ) from None
+    return new.encrypt(value).decode()
+
+
+async def rekey(
+    store: Any, *, current: Fernet | None, new: Fernet
+) -> dict[str, list[int]]:
+    """Re-encrypt every version of every secret from `current` to `new`, all
+    in one transaction; returns the versions re-encrypted, by secret name."""
+    if current is not None and _same_key(current, new):
+        raise errors.ConfigurationError(
+            "the new master key is the current one: give a fresh key "
+            "(`lobflows secrets new-key` makes one)"
+        )
+    if current is None:
+        held = await store.secret_versions()
+        if not held:
+            return {}
+        names = sorted({r.name for r in held})
+        raise errors.ConfigurationError(
+            f"the vault holds {len(names)} secret(s) ({', '.join(names)}) but no "
+            f"current master key is set: set {MASTER_KEY_ENV} or "
+            f"{MASTER_KEY_FILE_ENV} to the key they are stored under"
+        )
+
+    old = current
+
+    def again(record: Any) -> str:
+        return reencrypt(
+            old, new, name=record.name, version=record.version, token=record.ciphertext
+        )
+
+    done: dict[str, list[int]] = {}
+    for record in await store.rekey_secrets(again):
+        done.setdefault(record.name, []).append(record.version)
+    return done
+
+
+def _same_key(current: Fernet, new: Fernet) -> bool:
+    try:
+        current.decrypt(new.encrypt(b"same key?"))
+    except InvalidToken:
+        return False
+    return True
+
+
+def _read_key_file(
+    path: Path, database_url: str, *, setting: str = MASTER_KEY_FILE_ENV
+) -> str:
     path = path.expanduser()
     store_folder = _sqlite_folder(database_url)
     if store_folder is not None and path.resolve().parent == store_folder:
@@ -77,8 +158,7 @@ def _read_key_file(path: Path, database_url: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise errors.ConfigurationError(
-            f"cannot read the master key file {path} ({MASTER_KEY_FILE_ENV}): "
-            f"{exc.strerror}"
+            f"cannot read the master key file {path} ({setting}): {exc.strerror}"
         ) from None
 
 

@@ -104,6 +104,43 @@ class AccessOps(StoreBase):
             rows = await conn.execute(query)
             return [AuditEntry(**row._mapping) for row in rows]
 
+    async def latest_audit(self, action: str, target: str) -> AuditEntry | None:
+        """The newest entry of one action on one target, if any."""
+        a = tables.audit_log
+        query = (
+            sa.select(a)
+            .where(a.c.action == action, a.c.target == target)
+            .order_by(a.c.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else AuditEntry(**row._mapping)
+
+    async def failed_sign_in_times(
+        self,
+        *,
+        since: float,
+        limit: int,
+        target: str | None = None,
+        client: str | None = None,
+    ) -> list[float]:
+        """When sign-ins failed after `since`, newest first: for one target
+        (``user <name>``) or from one client address, at most `limit`."""
+        a = tables.audit_log
+        query = (
+            sa.select(a.c.at)
+            .where(a.c.action == "sign_in_failed", a.c.at > since)
+            .order_by(a.c.at.desc())
+            .limit(limit)
+        )
+        if target is not None:
+            query = query.where(a.c.target == target)
+        if client is not None:
+            query = query.where(a.c.detail["client"].as_string() == client)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
     # -- users -------------------------------------------------------------
 
     async def add_user(

@@ -199,8 +199,9 @@ class HealthOps(StoreBase):
 
     async def attempts_since(
         self, since: float, *, steps: set[str] | None = None
-    ) -> list[tuple[str, str, str, float, float]]:
-        """(flow, step, status, duration, finished_at) of attempts ended since then."""
+    ) -> list[tuple[str, str, str, float, float, bool | None]]:
+        """(flow, step, status, duration, finished_at, retryable) of attempts
+        ended since then."""
         a, r = tables.step_attempts, tables.runs
         query = (
             sa.select(
@@ -209,6 +210,7 @@ class HealthOps(StoreBase):
                 a.c.status,
                 (a.c.finished_at - a.c.started_at).label("duration"),
                 a.c.finished_at,
+                a.c.retryable,
             )
             .select_from(a.join(r, r.c.id == a.c.run_id))
             .where(a.c.finished_at >= since)
@@ -276,17 +278,23 @@ class HealthOps(StoreBase):
     async def open_dead_letters(self) -> dict[str, tuple[int, float, str, str]]:
         """Per flow: open dead letters, and the newest one's time, step and error."""
         d = tables.dead_letters
-        query = (
-            sa.select(d.c.flow, d.c.created_at, d.c.step, d.c.error)
+        counts = (
+            sa.select(
+                d.c.flow,
+                sa.func.count().label("open"),
+                sa.func.max(d.c.id).label("newest"),
+            )
             .where(d.c.status == "open")
-            .order_by(d.c.id.desc())
+            .group_by(d.c.flow)
+            .subquery()
         )
-        found: dict[str, tuple[int, float, str, str]] = {}
-        for flow, at, step, error in await self._rows(query):
-            count = found[flow][0] + 1 if flow in found else 1
-            newest = found.get(flow, (0, at, step, error))
-            found[flow] = (count, newest[1], newest[2], newest[3])
-        return found
+        query = sa.select(
+            counts.c.flow, counts.c.open, d.c.created_at, d.c.step, d.c.error
+        ).join(d, d.c.id == counts.c.newest)
+        return {
+            flow: (count, at, step, error or "")
+            for flow, count, at, step, error in await self._rows(query)
+        }
 
     # -- alert states --------------------------------------------------
 

@@ -8,6 +8,7 @@ and gives the one it replaces a grace period.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,17 +60,7 @@ class SecretOps(StoreBase):
         query = sa.select(v).order_by(v.c.name, v.c.version)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            SecretVersionRecord(
-                name=row.name,
-                version=row.version,
-                ciphertext=row.ciphertext,
-                created_at=row.created_at,
-                superseded_at=row.superseded_at,
-                grace_until=row.grace_until,
-            )
-            for row in rows
-        ]
+        return [_version_record(row) for row in rows]
 
     async def secret_records(self) -> list[SecretRecord]:
         """Every secret in the vault, by name."""
@@ -179,6 +170,35 @@ class SecretOps(StoreBase):
 
         await self._write(write)
 
+    async def rekey_secrets(
+        self, reencrypt: Callable[[SecretVersionRecord], str]
+    ) -> list[SecretVersionRecord]:
+        """Replace the ciphertext of every version of every secret with what
+        `reencrypt` makes of it, in one transaction: when it raises for any
+        version, no version changes. Returns the versions as they were."""
+        s, v = tables.secrets, tables.secret_versions
+
+        def write(conn: sa.Connection) -> list[SecretVersionRecord]:
+            names = conn.execute(sa.select(s.c.name).order_by(s.c.name)).scalars()
+            # Rotations of these secrets wait until the new ciphertext is in
+            # (sorted, so two such transactions cannot deadlock).
+            for name in names.all():
+                lock_name(conn, self.is_sqlite, f"secret:{name}")
+            rows = conn.execute(sa.select(v).order_by(v.c.name, v.c.version)).all()
+            done = []
+            for row in rows:
+                record = _version_record(row)
+                ciphertext = reencrypt(record)
+                conn.execute(
+                    v.update().where(v.c.id == row.id).values(ciphertext=ciphertext)
+                )
+                done.append(record)
+            return done
+
+        rekeyed = await self._write(write)
+        assert rekeyed is not None
+        return rekeyed
+
     async def secret_uses(self) -> dict[str, SecretUseRecord]:
         """What uses each secret and when it was last read, by name."""
         u = tables.secret_usage
@@ -231,6 +251,17 @@ class SecretOps(StoreBase):
                 )
 
         await self._write(write)
+
+
+def _version_record(row: Any) -> SecretVersionRecord:
+    return SecretVersionRecord(
+        name=row.name,
+        version=row.version,
+        ciphertext=row.ciphertext,
+        created_at=row.created_at,
+        superseded_at=row.superseded_at,
+        grace_until=row.grace_until,
+    )
 
 
 def _exists(conn: sa.Connection, name: str) -> bool:

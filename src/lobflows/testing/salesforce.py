@@ -4,8 +4,9 @@ Speaks what the connector contracts describe: the client-credentials token
 endpoint (``POST /services/oauth2/token``, no ``expires_in``), sObject create,
 read, update and external-ID upsert under ``/services/data/vNN.N/``, a tiny
 SOQL subset (``SELECT f, g FROM Obj [WHERE f = 'v'] [LIMIT n]``) paged with
-``nextRecordsUrl`` at a small batch size, ``/composite/sobjects`` collections
-and ``/composite`` with ``allOrNone`` rollback. Errors are JSON arrays of
+``nextRecordsUrl`` at a small batch size, ``/composite/sobjects`` collections,
+``/composite`` with ``allOrNone`` rollback, and ``/limits`` (the daily API
+allowance only). Errors are JSON arrays of
 ``{"errorCode", "message", "fields"}``.
 
 Control endpoints live under ``/__standin__/`` and need no authentication;
@@ -69,6 +70,8 @@ _SOQL = re.compile(
     re.IGNORECASE,
 )
 _VERSION = re.compile(r"^v\d+\.\d+$")
+# The org's rolling 24-hour API allowance, as /limits and Sforce-Limit-Info report it.
+DAILY_API_REQUESTS = 15000
 
 
 class SalesforceError(Exception):
@@ -414,7 +417,9 @@ class _Api:
         with self.state.lock:
             self.state.api_usage += 1
             usage = self.state.api_usage
-        response.headers["Sforce-Limit-Info"] = f"api-usage={usage}/15000"
+        response.headers["Sforce-Limit-Info"] = (
+            f"api-usage={usage}/{DAILY_API_REQUESTS}"
+        )
         return response
 
     async def _serve(self, request: Request) -> Response:
@@ -442,6 +447,11 @@ class _Api:
             return JSONResponse(self.state.query(soql, version))
         if len(parts) == 2 and parts[0] == "query" and method == "GET":
             return JSONResponse(self.state.more(parts[1], version))
+        if parts == ["limits"] and method == "GET":
+            with self.state.lock:
+                left = DAILY_API_REQUESTS - self.state.api_usage - 1
+            daily = {"Max": DAILY_API_REQUESTS, "Remaining": left}
+            return JSONResponse({"DailyApiRequests": daily})
         if parts == ["composite", "sobjects"] and method == "POST":
             return JSONResponse(self._collection(await _body(request)))
         if parts == ["composite"] and method == "POST":

@@ -1,6 +1,7 @@
 """Stand-in for Slack: incoming webhooks (plain-text answers, recorded
-messages) and the Web API methods ``chat.postMessage`` and ``chat.update``
-(bearer token, ``ok:false`` envelopes on HTTP 200, 429 with ``Retry-After``).
+messages) and the Web API methods ``auth.test``, ``chat.postMessage`` and
+``chat.update`` (bearer token, ``ok:false`` envelopes on HTTP 200, 429 with
+``Retry-After``).
 
 Control endpoints live under ``/__standin__/`` and need no authentication;
 see `create_slack_app`.
@@ -329,7 +330,7 @@ class _Webhooks:
 
 
 class _WebApi:
-    """``chat.postMessage`` and ``chat.update`` bound to one `SlackState`."""
+    """The Web API methods, bound to one `SlackState`."""
 
     def __init__(self, state: SlackState) -> None:
         self.state = state
@@ -345,6 +346,7 @@ class _WebApi:
     async def _answer(self, request: Request) -> Response:
         method = request.path_params["method"]
         handler = {
+            "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
         }.get(method)
@@ -389,6 +391,17 @@ class _WebApi:
         if len(str(args.get("text") or "")) > MAX_TEXT:
             return channel, "msg_too_long"
         return channel, None
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://standin.slack.example/",
+            "team": "Stand-in",
+            "user": "lobflows-bot",
+            "team_id": "T0STANDIN",
+            "user_id": "U0BOT",
+            "bot_id": "B0BOT",
+        }
 
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, problem = self._message_problem(args)
@@ -532,7 +545,8 @@ def create_slack_app(
     channels: list[SlackChannel] | None = None,
 ) -> Starlette:
     """Build a Slack stand-in: incoming webhooks at ``POST /services/{secret}``
-    and the Web API at ``POST /api/chat.postMessage`` and ``/api/chat.update``.
+    and the Web API at ``POST /api/auth.test``, ``/api/chat.postMessage`` and
+    ``/api/chat.update``.
 
     The Web API takes `bot_token` as ``Authorization: Bearer`` (or a form
     ``token``) and knows `channels` (by default ``C0GENERAL``/``general``, the

@@ -109,11 +109,12 @@ def require(request: HTTPConnection, permission: str) -> Principal:
             401, "sign in first", headers={"WWW-Authenticate": "Bearer"}
         )
     if not principal.can(permission):
-        holders = ", ".join(r for r in ROLES if r in PERMISSIONS[permission])
+        holders = [r for r in ROLES if r in PERMISSIONS[permission]]
+        which = "the role" if len(holders) == 1 else "the roles"
         raise HTTPException(
             403,
             f"{principal.name} lacks the permission {permission!r} "
-            f"(it comes with the role {holders})",
+            f"(it comes with {which} {', '.join(holders)})",
         )
     return principal
 

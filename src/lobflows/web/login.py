@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
 import jinja2
 from starlette.requests import Request
@@ -18,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.store.access import UserRecord
-from lobflows.web import auth, credentials
+from lobflows.web import auth, credentials, throttle
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +131,13 @@ class LoginPages:
         name = form.get("name", "").strip()[:MAX_NAME_CHARS]
         password = form.get("password", "")
         target = auth.local_path(form.get("next"))
+        client = request.client.host if request.client else None
+        refused = await self._throttled(request, name, client)
+        if refused is not None:
+            return refused
         user = await self._user(name)
         stored = user.password_hash if user is not None else None
         matches = await asyncio.to_thread(credentials.verify_password, stored, password)
-        client = request.client.host if request.client else None
         if user is None or not matches:
             await self.runtime.store.record_audit(
                 "anonymous", "sign_in_failed", f"user {name}", {"client": client}
@@ -157,6 +162,29 @@ class LoginPages:
             )
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+    async def _throttled(
+        self, request: Request, name: str, client: str | None
+    ) -> Response | None:
+        """The refusal page when too many sign-ins failed lately, else None."""
+        now = time.time()
+        refusal = await throttle.refusal(
+            self.runtime.store, name=name, client=client, now=now
+        )
+        if refusal is None:
+            return None
+        await self.runtime.store.record_audit(
+            "anonymous",
+            "sign_in_throttled",
+            f"user {name}",
+            {"client": client, "by": refusal.by, "retry_at": refusal.retry_at},
+        )
+        response = page(
+            request, notice=refusal.message(now), status_code=429, name=name
+        )
+        wait_seconds = max(1, math.ceil(refusal.retry_at - now))
+        response.headers["Retry-After"] = str(wait_seconds)
+        return response
 
     async def _user(self, name: str) -> UserRecord | None:
         if not name:

@@ -6,6 +6,9 @@ issuer's keys, its audience, expiry and nonce) and signs the person in as
 the user with the same e-mail address, else the same user name. A person
 who is not a user is added when their roles claim maps to a role
 (``oidc_role_map``); anyone else gets a page that says why they cannot sign in.
+A user added this way gets the mapped roles again at every sign-in, so the
+issuer's groups stay the source of their roles; a user added by hand keeps
+the roles an administrator gave.
 """
 
 from __future__ import annotations
@@ -107,6 +110,10 @@ class SingleSignOn:
                 "is not a user of LoB Flows. Ask an administrator to add you.",
             )
 
+        user = await self._refresh_roles(user, claims)
+        if user is None:
+            return await self._without_role(request, claims)
+
         target = auth.local_path(request.session.get(NEXT_KEY))
         auth.start_session(request, user)
         await self.runtime.store.record_audit(
@@ -129,13 +136,61 @@ class SingleSignOn:
                 pass
         return await self._add_user(claims, name or email)
 
+    async def _refresh_roles(
+        self, user: UserRecord, claims: dict[str, Any]
+    ) -> UserRecord | None:
+        """A user added at single sign-on gets the roles its claim maps to now,
+        or None when it maps to none; a user added by hand keeps its roles."""
+        if not await self._added_at_sign_on(user):
+            return user
+        roles = self._mapped_roles(claims)
+        if not roles:
+            return None
+        if list(user.roles) == roles:
+            return user
+
+        updated = await self.runtime.store.set_roles(user.name, roles)
+        await self.runtime.store.record_audit(
+            SOURCE,
+            "user_roles",
+            f"user {user.name}",
+            {"before": list(user.roles), "after": roles},
+        )
+        return updated
+
+    async def _added_at_sign_on(self, user: UserRecord) -> bool:
+        # The newest addition under this name tells: one made by hand after
+        # an earlier single sign-on user of that name was removed is by hand.
+        added = await self.runtime.store.latest_audit("user_add", f"user {user.name}")
+        return (
+            added is not None and added.actor == SOURCE and added.at >= user.created_at
+        )
+
+    async def _without_role(self, request: Request, claims: dict[str, Any]) -> Response:
+        who = _display(claims)
+        await self.runtime.store.record_audit(
+            "anonymous",
+            "sign_in_failed",
+            f"user {who}",
+            {"method": SOURCE, "reason": "no mapped role"},
+        )
+        return _refused(
+            request,
+            f"You signed in at the single sign-on service as {who}, but none of "
+            "your groups there gives a role in LoB Flows any more. Ask an "
+            "administrator.",
+        )
+
+    def _mapped_roles(self, claims: dict[str, Any]) -> list[str]:
+        settings = self.runtime.settings
+        return mapped_roles(
+            claims.get(settings.oidc_roles_claim), settings.oidc_role_map
+        )
+
     async def _add_user(
         self, claims: dict[str, Any], name: str | None
     ) -> UserRecord | None:
-        roles = mapped_roles(
-            claims.get(self.runtime.settings.oidc_roles_claim),
-            self.runtime.settings.oidc_role_map,
-        )
+        roles = self._mapped_roles(claims)
         if not roles or name is None:
             return None
         email = _verified_email(claims)

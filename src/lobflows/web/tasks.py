@@ -43,7 +43,7 @@ button.chosen{background:#1d232b;color:#fff} .notice{padding:.8rem;border-radius
 {% if notice %}<p class="notice {{ notice_kind }}" role="status">{{ notice }}</p>{% endif %}
 {% if task %}
 <p class="muted">Requested {% if task.requester %}by {{ task.requester }}{% endif %}
-{% if due %} · due {{ due }} UTC{% endif %} · you act as {{ user }}</p>
+{% if due %} · due {{ due }}{% endif %} · you act as {{ user }}</p>
 {% if task.description %}<p>{{ task.description }}</p>{% endif %}
 {% if task.is_open %}
 <form method="post" action="{{ action }}">
@@ -154,7 +154,7 @@ class TaskPages:
             user=user,
             token=token,
             action=f"/tasks/{task.id}",
-            due=task_rules.iso_time(task.due_at),
+            due=task_rules.readable_time(task.due_at),
             decisions=DECISIONS[task.kind],
             labels=_LABELS,
             chosen=chosen,

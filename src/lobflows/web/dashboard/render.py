@@ -7,7 +7,6 @@ traceback.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import logging
 import time
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from lobflows import errors
+from lobflows.engine import tasks as task_rules
 from lobflows.secrets import redactor
 from lobflows.web import auth
 
@@ -56,10 +56,7 @@ HEADERS = {
 
 def when(seconds: float | None) -> str:
     """A moment as UTC date and time, e.g. 2025-03-04 10:23:07 UTC."""
-    if seconds is None:
-        return "—"
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return task_rules.readable_time(seconds) or "—"
 
 
 def ago(seconds: float | None, now: float | None = None) -> str:

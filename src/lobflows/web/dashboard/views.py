@@ -64,6 +64,24 @@ def _status(health: Any) -> str:
     return status if status in HEALTH_STATUSES else "unknown"
 
 
+async def summary(
+    runtime: Runtime, principal: auth.Principal, snapshot: Any
+) -> dict[str, int | None]:
+    """What waits for this person: open dead letters (for operators) and
+    tasks in their inbox (for deciders); None where they may not act."""
+    open_letters = (
+        sum(count for count, *_ in snapshot.dead_letters.values())
+        if principal.can("operate")
+        else None
+    )
+    open_tasks = (
+        len(await runtime.store.list_tasks(user=principal.assignee))
+        if principal.can("decide")
+        else None
+    )
+    return {"open_letters": open_letters, "open_tasks": open_tasks}
+
+
 class Views:
     """The read-only pages of one runtime."""
 
@@ -75,24 +93,13 @@ class Views:
     async def overview(self, request: Request) -> Response:
         principal = auth.require(request, "view")
         snapshot = await self.runtime.monitor.snapshot()
-        open_letters = (
-            len(await self.store.dead_letters(status="open", limit=1000))
-            if principal.can("operate")
-            else None
-        )
-        open_tasks = (
-            len(await self.store.list_tasks(user=principal.assignee))
-            if principal.can("decide")
-            else None
-        )
         return render.render(
             request,
             "overview.html",
             title="Overview",
             tiles=tiles(self.runtime, snapshot),
             recent_errors=snapshot.recent_errors,
-            open_letters=open_letters,
-            open_tasks=open_tasks,
+            **await summary(self.runtime, principal, snapshot),
         )
 
     async def flow(self, request: Request) -> Response:

@@ -24,6 +24,8 @@
     });
     var errors = document.getElementById("recent-errors");
     if (errors) { errors.innerHTML = data.errors; }
+    var summary = document.getElementById("summary");
+    if (summary) { summary.innerHTML = data.summary; }
     document.body.setAttribute("data-live-updates", String(Number(document.body.getAttribute("data-live-updates") || 0) + 1));
   });
 })();
