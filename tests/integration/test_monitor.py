@@ -71,7 +71,13 @@ def make_monitor(
 
 
 async def add_run(
-    store: RunStore, version_id: int, *, ok: bool, seconds: float = 1.0
+    store: RunStore,
+    version_id: int,
+    *,
+    ok: bool,
+    seconds: float = 1.0,
+    error: str = "erp answered 503",
+    retryable: bool = True,
 ) -> str:
     run, _ = await store.create_run(
         flow="orders", flow_version_id=version_id, input={}, trigger="manual"
@@ -94,8 +100,8 @@ async def add_run(
             step="push",
             attempt=1,
             input={},
-            error="erp answered 503",
-            retryable=True,
+            error=error,
+            retryable=retryable,
             started_at=started,
         )
     return run.id
@@ -129,6 +135,34 @@ async def test_snapshot_measures_runs_errors_latency_and_backlog(store: RunStore
     assert erp.status == "degraded"
     assert [e.run_id for e in snapshot.recent_errors] == [failed]
     assert snapshot.recent_errors[0].error == "erp answered 503"
+
+
+async def test_data_refused_counts_against_the_flow_and_not_the_connection(
+    store: RunStore,
+):
+    monitor = make_monitor(store, owner="a")
+    version_id, _ = await store.register_flow_version(
+        flow="orders", digest="d1", definition={}
+    )
+    for _ in range(3):
+        await add_run(
+            store,
+            version_id,
+            ok=False,
+            error="erp answered 422: quantity must be positive",
+            retryable=False,
+        )
+
+    refused = await monitor.snapshot()
+    await add_run(store, version_id, ok=False, error="erp answered 503")
+    broken = await monitor.snapshot()
+
+    assert refused.connections["erp"].error_rate == 0
+    assert refused.connections["erp"].status != "down"
+    assert refused.flows["orders"].own_status == "down"
+    assert "3 open dead letters" in " ".join(refused.flows["orders"].reasons)
+    assert broken.connections["erp"].error_rate == pytest.approx(0.25)
+    assert broken.connections["erp"].status == "degraded"
 
 
 async def test_each_due_check_is_claimed_by_one_process(store: RunStore):
