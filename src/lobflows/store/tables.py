@@ -374,6 +374,7 @@ audit_log = sa.Table(
     sa.Column("detail", Json),
     sa.Index("ix_audit_log_actor_id", "actor", "id"),
     sa.Index("ix_audit_log_action_id", "action", "id"),
+    sa.Index("ix_audit_log_action_at", "action", "at"),
 )
 
 # -- monitoring (migration 0011) ---------------------------------------

@@ -63,9 +63,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor", "id"])
     op.create_index("ix_audit_log_action_id", "audit_log", ["action", "id"])
+    # Failed sign-ins of the last minutes, for throttling.
+    op.create_index("ix_audit_log_action_at", "audit_log", ["action", "at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_log_action_at", table_name="audit_log")
     op.drop_index("ix_audit_log_action_id", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_id", table_name="audit_log")
     op.drop_table("audit_log")
