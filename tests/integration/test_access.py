@@ -152,11 +152,17 @@ async def test_webhooks_health_and_the_sign_in_page_are_open(runtime: Runtime):
         health = await client.get("/healthz")
         login = await client.get("/login")
         other_post = await client.post("/hooks/not-declared", json={})
+        api_post = await client.post("/api/dead-letters/1/replay", json={})
+        page_post = await client.post("/dead-letters/1/discard", data={"reason": "x"})
 
     assert hook.status_code == 202 and hook.json()["flow"] == "place-order"
     assert health.status_code == 200 and login.status_code == 200
     assert 'name="csrf_token"' in login.text
-    assert other_post.status_code == 401
+    # A POST no page claims is a delivery to a webhook no flow declares.
+    assert other_post.status_code == 404
+    assert other_post.json()["error"] == "no flow listens on /hooks/not-declared"
+    # The API's and the pages' own POSTs are not webhooks.
+    assert (api_post.status_code, page_post.status_code) == (401, 401)
 
 
 async def test_a_viewer_cannot_replay_and_an_operator_replays_with_an_audit_entry(

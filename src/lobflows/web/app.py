@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from lobflows import errors
 from lobflows.engine import tasks as task_rules
@@ -33,25 +33,29 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
     body themselves, and on the hot path they skip the REST API's middleware.
     """
     webhooks = WebhookRoutes(runtime, has_local_worker=has_local_worker)
-    routes = [
+    pages = [
         Route("/healthz", _healthz, methods=["GET"]),
         *health.routes(runtime),
         *auth.routes(runtime),
         Mount("/api", app=create_api(runtime)),
         *dashboard.routes(runtime),
         *TaskPages(runtime).routes(),
-        Route("/{path:path}", webhooks.handle, methods=["POST"]),
     ]
+    # Every POST no page claims goes to the webhooks, which answer 404 for a
+    # path no flow listens on.
+    routes = [*pages, Route("/{path:path}", webhooks.handle, methods=["POST"])]
     app = Starlette(
         routes=routes,
-        middleware=_middleware(runtime, frozenset(webhooks.by_path)),
+        middleware=_middleware(runtime, frozenset(webhooks.by_path), pages),
         exception_handlers={HTTPException: _http_error},
     )
     app.state.runtime = runtime
     return app
 
 
-def _middleware(runtime: Runtime, webhook_paths: frozenset[str]) -> list[Middleware]:
+def _middleware(
+    runtime: Runtime, webhook_paths: frozenset[str], pages: list[BaseRoute]
+) -> list[Middleware]:
     # The session comes first: the access check reads who signed in from it.
     settings = runtime.settings
     return [
@@ -63,7 +67,12 @@ def _middleware(runtime: Runtime, webhook_paths: frozenset[str]) -> list[Middlew
             same_site="lax",
             https_only=settings.public_url.startswith("https://"),
         ),
-        Middleware(auth.AccessMiddleware, runtime=runtime, webhook_paths=webhook_paths),
+        Middleware(
+            auth.AccessMiddleware,
+            runtime=runtime,
+            webhook_paths=webhook_paths,
+            pages=pages,
+        ),
     ]
 
 

@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lobflows import errors
@@ -213,11 +213,18 @@ class AccessMiddleware:
     """Finds each request's principal and turns away anonymous requests."""
 
     def __init__(
-        self, app: ASGIApp, *, runtime: Runtime, webhook_paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        *,
+        runtime: Runtime,
+        webhook_paths: frozenset[str],
+        pages: list[BaseRoute],
     ) -> None:
         self.app = app
         self.runtime = runtime
         self.webhook_paths = webhook_paths
+        # Every route but the webhooks' catch-all.
+        self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -249,9 +256,16 @@ class AccessMiddleware:
         return False
 
     def _is_webhook(self, request: Request) -> bool:
+        """A POST no page claims: a delivery to a flow's webhook, or to a path
+        no flow listens on (which the webhooks answer with 404)."""
+        if request.method != "POST":
+            return False
         # The scope's path: building request.url parses the whole URL again.
-        path = request.scope["path"].rstrip("/") or "/"
-        return request.method == "POST" and path in self.webhook_paths
+        if (request.scope["path"].rstrip("/") or "/") in self.webhook_paths:
+            return True
+        return all(
+            route.matches(request.scope)[0] == Match.NONE for route in self.pages
+        )
 
     def _csrf_ok(self, request: Request, principal: Principal | None) -> bool:
         # Forms check their own token (verified_form); API calls made from a
