@@ -53,7 +53,7 @@ class Settings(pydantic.BaseModel):
         )
     )
     public_url: str = pydantic.Field(
-        default="http://127.0.0.1:8080",
+        default="http://127.0.0.1:8700",
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Base URL people reach the server at, for links in task messages.",
     )

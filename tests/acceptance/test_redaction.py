@@ -207,5 +207,7 @@ def drive_runs(
     pages += [f"/runs/{run_id}" for run_id in runs.values()]
     pages += ["/connections", "/secrets", "/map", "/audit", "/inbox", "/metrics"]
     for path in pages:
-        texts.append(client.get(path, headers={"Accept": "text/html"}).text)
+        page = client.get(path, headers={"Accept": "text/html"})
+        assert page.status_code == 200, (path, page.text)
+        texts.append(page.text)
     return texts
