@@ -162,6 +162,11 @@ class DecisionRefusedError(LobflowsError):
     the requester approving their own request, a closed task, a bad form."""
 
 
+class InvalidDecisionError(DecisionRefusedError):
+    """A decision the task's kind does not take (an approval takes approve or
+    reject, a review complete): the request is wrong, not the task's state."""
+
+
 class RecordFileError(LobflowsError):
     """A file of records cannot be read or written."""
 

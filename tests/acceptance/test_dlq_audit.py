@@ -85,3 +85,24 @@ async def test_dlq_replay_and_discard_are_audited_with_the_cli_actor(
         "reason": "duplicate order",
     }
     assert letters[second].status == "discarded"
+
+
+async def test_dlq_commands_answer_not_found_for_an_id_beyond_64_bits(
+    store_url: str, store: RunStore, tmp_path: Path
+):
+    env = support.base_env(store_url)
+    huge = "99999999999999999999999"
+    not_an_object = tmp_path / "input.json"
+    not_an_object.write_text('"str"')
+
+    shown = support.cli(env, "dlq", "show", huge)
+    replayed = support.cli(env, "dlq", "replay", huge)
+    discarded = support.cli(env, "dlq", "discard", huge)
+    corrected = support.cli(env, "dlq", "replay", "1", "--input", str(not_an_object))
+
+    for done in (shown, replayed, discarded):
+        assert done.returncode == 3, done.stderr  # not found
+        assert f"no dead letter with id {huge}" in done.stderr
+        assert "unexpected" not in done.stderr
+    assert corrected.returncode == 2  # usage
+    assert "must be a JSON object, not a string" in corrected.stderr

@@ -81,7 +81,8 @@ async def test_rekey_moves_every_version_to_the_new_key(
         await values_under(store, OLD_KEY)
     # and the secrets commands work on with the new key as the current one.
     moved = {**env, "LOBFLOWS_MASTER_KEY": NEW_KEY}
-    assert secrets_cli(moved, "rotate", "crm-token", stdin="x").returncode == 0
+    rotated = secrets_cli(moved, "rotate", "crm-token", stdin="crm-canary-0004")
+    assert rotated.returncode == 0, rotated.stderr
     [entry] = await store.audit_entries(action="secret_rekey")
     assert entry.actor.startswith("cli:") and entry.target == "vault"
     assert entry.detail == {"versions": {"crm-token": [1], "erp-api": [1, 2]}}

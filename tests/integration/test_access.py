@@ -3,6 +3,8 @@ and the audit log, through the app against a real store."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -698,3 +700,205 @@ async def test_failures_count_only_within_the_window(
         answer = await sign_in(browser, "olga")
 
     assert answer.status_code == status
+
+
+async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+
+    # Given a signed-in browser, and a copy of its cookie kept elsewhere
+    async with client_for(runtime) as client:
+        await sign_in(client, "olga")
+        cookie = {"lobflows_session": client.cookies["lobflows_session"]}
+        async with client_for(runtime) as copy:
+            copy.cookies.update(cookie)
+            before = await copy.get("/api/tasks")
+            # When the browser signs out
+            await client.post("/logout", data={"csrf_token": await _csrf(client)})
+            after = await copy.get("/api/tasks")
+
+    # Then the copy no longer works, and the stored session says it ended
+    assert before.status_code == 200
+    assert after.status_code == 401
+    async with runtime.store.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(tables.web_sessions))).all()
+    assert len(rows) == 1 and rows[0].ended_at is not None
+    assert rows[0].id == credentials.token_digest(_session_id(cookie))
+
+
+def _session_id(cookie: dict[str, str]) -> str:
+    """The session id inside a signed session cookie."""
+    payload = cookie["lobflows_session"].split(".")[0]
+    data = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+    return data["sid"]
+
+
+@pytest.mark.parametrize("change", ["password", "removal"])
+async def test_copies_of_a_session_cookie_stop_working_when_the_user_changes(
+    runtime: Runtime, change: str
+):
+    await add_user(runtime, "olga", "operator")
+
+    async with client_for(runtime) as first, client_for(runtime) as second:
+        await sign_in(first, "olga")
+        await sign_in(second, "olga")
+        cookie = {"lobflows_session": first.cookies["lobflows_session"]}
+        if change == "password":
+            await runtime.store.set_password_hash(
+                "olga", credentials.hash_password("another password")
+            )
+        else:
+            await runtime.store.remove_user("olga")
+            # Re-added under the same name: the old sessions stay ended.
+            await add_user(runtime, "olga", "operator")
+        async with client_for(runtime) as copy:
+            copy.cookies.update(cookie)
+            copied = await copy.get("/api/tasks")
+        other = await second.get("/api/tasks")
+        again = await sign_in(first, "olga", "another password")
+        fresh = await first.get("/api/tasks")
+
+    assert (copied.status_code, other.status_code) == (401, 401)
+    # Signing in again works, with a new session.
+    if change == "password":
+        assert again.status_code == 303 and fresh.status_code == 200
+
+
+HUGE_ID = "99999999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "letter_id",
+    [
+        HUGE_ID,  # beyond 64 bits
+        str(2**63),  # one past the largest 64-bit id
+        "0",  # ids start at 1
+        "-1",
+        "abc",  # not a number
+        "1e3",
+    ],
+)
+async def test_dead_letter_ids_that_cannot_exist_are_not_found(
+    runtime: Runtime, letter_id: str
+):
+    await add_user(runtime, "olga", "operator")
+    operator = await token_for(runtime, "olga")
+    html = {**operator, "Accept": "text/html"}
+
+    async with client_for(runtime) as client:
+        api_replay = await client.post(
+            f"/api/dead-letters/{letter_id}/replay", json={}, headers=operator
+        )
+        api_discard = await client.post(
+            f"/api/dead-letters/{letter_id}/discard",
+            json={"reason": "x"},
+            headers=operator,
+        )
+        page = await client.get(f"/dead-letters/{letter_id}", headers=html)
+        form = await client.post(
+            f"/dead-letters/{letter_id}/replay", data={"input": ""}, headers=html
+        )
+
+    assert api_replay.status_code == 404, api_replay.text
+    assert api_discard.status_code == 404, api_discard.text
+    assert "no dead letter" in api_replay.json()["error"]
+    assert page.status_code == 404 and "no dead letter" in page.text
+    assert form.status_code == 404 and "no dead letter" in form.text
+
+
+async def test_bad_query_values_are_refused_with_400_and_the_field(
+    runtime: Runtime,
+):
+    await add_user(runtime, "ada", "admin")
+    admin = await token_for(runtime, "ada")
+    await runtime.store.record_audit("ada", "replay", "dead letter 1")
+
+    async with client_for(runtime) as client:
+        text = await client.get("/api/audit", params={"limit": "abc"}, headers=admin)
+        negative = await client.get("/api/audit", params={"limit": -1}, headers=admin)
+        huge = await client.get("/api/audit", params={"limit": 5000}, headers=admin)
+        tasks = await client.get("/api/tasks", params={"limit": 0}, headers=admin)
+        fine = await client.get("/api/audit", params={"limit": 1}, headers=admin)
+        unknown = await client.get("/api/nothing-here", headers=admin)
+
+    assert text.status_code == 400
+    assert text.json() == {"error": "limit: expected a whole number, got 'abc'"}
+    assert negative.status_code == 400
+    assert negative.json() == {"error": "limit: expected at least 1, got -1"}
+    assert huge.status_code == 400 and "at most 1000" in huge.json()["error"]
+    assert tasks.status_code == 400 and tasks.json()["error"].startswith("limit:")
+    assert fine.status_code == 200 and len(fine.json()["entries"]) == 1
+    assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+async def test_a_decision_the_task_does_not_take_is_a_bad_request(runtime: Runtime):
+    await runtime.engine.start_run(
+        "approve-spend", input={"item": "desk"}, trigger="manual"
+    )
+    await pass_once(runtime)
+    [task] = await runtime.store.list_tasks()
+    await add_user(runtime, "ann", "approver", email="ann@example.com")
+    approver = await token_for(runtime, "ann")
+
+    async with client_for(runtime) as client:
+        wrong = await client.post(
+            f"/api/tasks/{task.id}/decisions",
+            json={"decision": "complete"},
+            headers=approver,
+        )
+
+    assert wrong.status_code == 400
+    assert wrong.json()["error"] == (
+        f"task {task.id}: an approval takes approve or reject, not 'complete'"
+    )
+    assert (await runtime.store.get_task(task.id)).status == "open"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"input": None}, "input: the failed step's corrected input must be a JSON"),
+        ({"input": "str"}, "must be a JSON object, not a string"),
+        ({"input": [1]}, "must be a JSON object, not a list"),
+        ({"run_input": None}, "run_input: the run's corrected input must be a JSON"),
+    ],
+)
+async def test_a_replay_through_the_api_takes_only_a_json_object_as_input(
+    runtime: Runtime, body: dict[str, Any], problem: str
+):
+    letter_id = await dead_letter(runtime)
+    await add_user(runtime, "olga", "operator")
+    operator = await token_for(runtime, "olga")
+
+    async with client_for(runtime) as client:
+        refused = await client.post(
+            f"/api/dead-letters/{letter_id}/replay", json=body, headers=operator
+        )
+        unchanged = await client.post(
+            f"/api/dead-letters/{letter_id}/replay", json={}, headers=operator
+        )
+
+    assert refused.status_code == 400
+    assert problem in refused.json()["error"]
+    assert "leave" in refused.json()["error"]  # and how to replay unchanged
+    assert unchanged.status_code == 200
+    assert (await runtime.store.get_run(unchanged.json()["run_id"])).overrides is None
+
+
+async def test_unknown_pages_are_not_found_for_a_signed_in_person(runtime: Runtime):
+    await add_user(runtime, "olga", "operator")
+
+    async with client_for(runtime) as client:
+        await sign_in(client, "olga")
+        html = {"Accept": "text/html"}
+        favicon = await client.get("/favicon.ico")
+        page = await client.get("/nonexistent", headers=html)
+        users = await client.get("/users")
+        webhook = await client.get("/hooks/order")
+
+    assert favicon.status_code == 404 and "error" in favicon.json()
+    assert page.status_code == 404 and "<h1>404</h1>" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert users.status_code == 404 and "allow" not in users.headers
+    assert webhook.status_code == 405 and webhook.headers["allow"] == "POST"

@@ -4,6 +4,8 @@ permissions. People sign in through the login page like in a browser."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,10 +21,10 @@ from starlette.routing import Route
 
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
-from lobflows.testing.servers import ServerThread
+from lobflows.testing.servers import ServerThread, bind_socket, build_server
 from lobflows.web import credentials
 from lobflows.web.app import create_app
-from lobflows.web.dashboard import dead_letters
+from lobflows.web.dashboard import dead_letters, live
 from tests.support import drain
 
 pytestmark = pytest.mark.integration
@@ -390,3 +392,132 @@ async def test_a_form_without_its_csrf_token_is_refused(
     )
     assert forged.status_code == 403
     assert (await runtime.store.dead_letter(letter.id)).status == "open"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"str"', "must be a JSON object, not a string"),  # valid JSON, not an object
+        ("null", "must be a JSON object, not null"),
+        ("[1, 2]", "must be a JSON object, not a list"),
+    ],
+)
+async def test_a_replay_from_the_page_takes_only_a_json_object_as_input(
+    runtime: Runtime, browser: httpx.AsyncClient, text: str, problem: str
+):
+    run_id = await failed_order(runtime)
+    letter = (await runtime.store.dead_letters_of_run(run_id))[0]
+    await sign_in(browser, "olga")
+    page = await browser.get(f"/dead-letters/{letter.id}")
+
+    refused = await browser.post(
+        f"/dead-letters/{letter.id}/replay",
+        data={"csrf_token": csrf(page.text), "input": text},
+    )
+
+    assert refused.status_code == 400
+    assert problem in refused.text
+    assert (await runtime.store.dead_letter(letter.id)).status == "open"
+    assert (await runtime.store.get_run(run_id)).status == "failed"
+
+
+@pytest.fixture
+async def served(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The app on a loopback port, served in this loop: streams arrive as sent."""
+    monkeypatch.setattr(live, "INTERVAL_SECONDS", 0.05)
+    server = build_server(create_app(runtime, has_local_worker=False))
+    sock = bind_socket()
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and not serving.done()
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    await serving
+
+
+@contextlib.asynccontextmanager
+async def signed_in_client(url: str, name: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Accept": "text/html"}, timeout=30
+    ) as client:
+        await sign_in(client, name)
+        yield client
+
+
+async def next_event(lines: AsyncIterator[str]) -> str:
+    async for line in lines:
+        if line.startswith("event: "):
+            return line.removeprefix("event: ")
+    raise AssertionError("the stream ended")
+
+
+@pytest.mark.parametrize("ending", ["sign-out", "user removed"])
+async def test_live_updates_end_when_the_session_ends(
+    runtime: Runtime, served: str, ending: str
+):
+    async with signed_in_client(served, "olga") as client:
+        token = csrf((await client.get("/")).text)
+        async with client.stream("GET", "/events") as stream:
+            lines = stream.aiter_lines()
+            assert await next_event(lines) == "snapshot"
+
+            if ending == "sign-out":
+                await client.post("/logout", data={"csrf_token": token})
+            else:
+                await runtime.store.remove_user("olga")
+
+            # The server ends the stream (keep-alive comments would hold a
+            # stream left open past any read timeout).
+            async with asyncio.timeout(30):
+                rest = [line async for line in lines]
+
+    assert "event: signed_out" in rest
+    assert "event: snapshot" not in rest
+
+
+TWO_ERRORS = 'data-testid="tile-errors-push-orders">2<'
+
+
+async def test_live_updates_are_sent_only_when_the_data_changes(
+    runtime: Runtime, served: str
+):
+    # Given a tile with a last run, whose relative time changes every second
+    await failed_order(runtime)
+    received: list[dict[str, Any]] = []
+
+    async def collect(stream: httpx.Response) -> None:
+        event = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "snapshot":
+                received.append(json.loads(line.removeprefix("data: ")))
+
+    async with signed_in_client(served, "olga") as client:
+        async with client.stream("GET", "/events") as stream:
+            collecting = asyncio.create_task(collect(stream))
+            await _until(lambda: len(received) >= 1)
+            # When nothing happens for longer than the relative time takes
+            # to change (the stream looks every 0.05 s)
+            await asyncio.sleep(2.5)
+            quiet = len(received)
+            # and then a run fails
+            await failed_order(runtime, sku="B-2")
+            await _until(lambda: TWO_ERRORS in received[-1]["tiles"]["push-orders"])
+            collecting.cancel()
+
+    # Then the quiet time sent nothing, and the failure sent an update
+    assert quiet == 1
+    tile = received[-1]["tiles"]["push-orders"]
+    assert re.search(r'<time datetime="[0-9T:+-]+" [^>]*data-ago>', tile)
+
+
+async def _until(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)

@@ -4,6 +4,7 @@ the inventory, and HashiCorp Vault through its stand-in."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from pathlib import Path
 
@@ -102,8 +103,10 @@ async def test_vault_names_the_secret_stored_under_another_key(
     with pytest.raises(errors.ConfigurationError) as raised:
         await open_vault(store)
 
-    assert "secret 'api-token' (version 1) cannot be decrypted" in str(raised.value)
-    assert OLD not in str(raised.value)
+    message = str(raised.value)
+    assert message.startswith("the master key does not open the vault")
+    assert "secret 'api-token' (version 1)" in message
+    assert OLD not in message
 
 
 async def test_vault_without_a_key_names_what_it_holds(
@@ -156,6 +159,80 @@ async def test_a_rotation_in_another_process_is_seen_after_a_refresh(store: RunS
     await here.refresh()
 
     assert (before_refresh, here.lookup("api-token")) == (OLD, NEW)
+
+
+async def test_a_secret_removed_and_set_again_is_seen_after_a_refresh(
+    store: RunStore,
+):
+    # Given a process that has loaded version 1 of a secret
+    here = await open_vault(store)
+    await store.add_secret("api-token", here.encrypt(OLD), rotate_every_days=None)
+    await here.refresh()
+
+    # When another process removes it, then sets it again (version 1 again)
+    elsewhere = await open_vault(store)
+    await store.remove_secret("api-token")
+    await here.refresh()
+    while_removed = here.lookup("api-token")
+    await store.add_secret("api-token", elsewhere.encrypt(NEW), rotate_every_days=None)
+    await here.refresh()
+
+    # Then the removal and the new value are both seen at the next refresh
+    assert while_removed is None
+    assert here.lookup("api-token") == NEW
+    assert here.current_version("api-token") == 1
+
+
+async def test_a_secret_removed_and_set_again_between_two_refreshes_is_new(
+    store: RunStore,
+):
+    here = await open_vault(store)
+    await store.add_secret("api-token", here.encrypt(OLD), rotate_every_days=None)
+    await here.refresh()
+
+    await store.remove_secret("api-token")
+    await store.add_secret("api-token", here.encrypt(NEW), rotate_every_days=None)
+    await here.refresh()
+
+    assert here.lookup("api-token") == NEW
+
+
+@pytest.mark.parametrize(
+    ("held", "added"),
+    [
+        ("upper", "UPPER"),  # case only
+        ("a-b", "a_b"),  # '-' and '_'
+        ("a-b", "a.b"),  # '-' and '.'
+    ],
+)
+async def test_vault_refuses_a_name_sharing_another_secrets_environment_variable(
+    store: RunStore, held: str, added: str
+):
+    v = await open_vault(store)
+    await store.add_secret(held, v.encrypt(OLD), rotate_every_days=None)
+
+    with pytest.raises(errors.ConfigurationError) as raised:
+        await store.add_secret(added, v.encrypt(NEW), rotate_every_days=None)
+
+    message = str(raised.value)
+    assert f"secret {added!r} would share the environment variable" in message
+    assert env_name(held) in message and f"with secret {held!r}" in message
+    assert [r.name for r in await store.secret_records()] == [held]
+
+
+async def test_sqlite_store_file_is_created_readable_by_its_owner_only(
+    tmp_path: Path,
+):
+    path = tmp_path / "private.db"
+    run_store = RunStore(f"sqlite:///{path}")
+    try:
+        await run_store.migrate()
+        v = await open_vault(run_store)
+        await run_store.add_secret("api-token", v.encrypt(OLD), rotate_every_days=None)
+    finally:
+        await run_store.close()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_reads_are_flushed_to_the_store_in_one_write(store: RunStore):

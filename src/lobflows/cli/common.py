@@ -63,8 +63,14 @@ def cli_actor() -> str:
         return f"cli:uid-{os.getuid()}"
 
 
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; errors become one line and a named exit code."""
+def run_async(
+    coroutine: Coroutine[Any, Any, T], *, definition_exit: int = EXIT_PROBLEMS
+) -> T:
+    """Run a command's coroutine; errors become one line and a named exit code.
+
+    `definition_exit` is the code for problems in flow or settings files, for
+    commands whose 1 means something else (``lobflows health``: something is down).
+    """
     try:
         return _event_loop_runner()(coroutine)
     except typer.Exit:
@@ -74,7 +80,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
             err_console.print(
                 str(problem), highlight=False, soft_wrap=True, markup=False
             )
-        fail(f"{len(exc.problems)} problem(s) in {exc.path}", EXIT_PROBLEMS)
+        fail(f"{len(exc.problems)} problem(s) in {exc.path}", definition_exit)
     except errors.RunNotFoundError as exc:
         fail(str(exc), EXIT_NOT_FOUND)
     except errors.LobflowsError as exc:

@@ -1,7 +1,8 @@
 """``lobflows health``: health of every flow and connection, read from the run store.
 
 Exit codes: 0 when nothing is down, 1 when a flow or connection is down,
-and the usual codes for a bad flows folder or an unreachable store.
+4 when the store or the settings (flow files, connections.yaml,
+monitor.yaml) are unusable.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lobflows import errors
 from lobflows.cli import common as cli
 from lobflows.cli import views
 from lobflows.monitor import Health, Snapshot
+from lobflows.settings import Settings
+from lobflows.store import engines
 
 health_app = typer.Typer(
     help="Health of every flow and connection.",
@@ -60,7 +65,11 @@ def health(
     ] = False,
 ) -> None:
     """Print the health table; exit 1 when a flow or connection is down."""
-    snapshot = cli.run_async(_snapshot(flows_dir, check=check))
+    snapshot = cli.run_async(
+        _snapshot(flows_dir, check=check),
+        # 1 says something is down; unusable settings are told apart.
+        definition_exit=cli.EXIT_CONFIGURATION,
+    )
     if as_json:
         cli.console.print_json(json.dumps(snapshot_json(snapshot)))
     else:
@@ -74,6 +83,7 @@ def health(
 async def _snapshot(flows_dir: Path, *, check: bool) -> Snapshot:
     from lobflows.runtime import Runtime
 
+    require_store(cli.options.settings)
     runtime = await Runtime.open(cli.options.settings, flows_dir)
     try:
         if check:
@@ -81,6 +91,25 @@ async def _snapshot(flows_dir: Path, *, check: bool) -> Snapshot:
         return await runtime.monitor.snapshot()
     finally:
         await runtime.close()
+
+
+def require_store(settings: Settings) -> None:
+    """Refuse a SQLite run store that does not exist yet instead of creating it:
+    a reading command pointed at a mistyped path must not make an empty store."""
+    url = settings.database_url
+    if not engines.is_sqlite(url):
+        return
+    try:
+        database = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return  # opening the store names what is wrong with the URL
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    if not path.is_file():
+        raise errors.ConfigurationError(
+            f"no run store at {path}; start `lobflows serve` first or check LOBFLOWS_DB"
+        )
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -124,7 +153,7 @@ def connections_table(snapshot: Snapshot) -> Table:
             escape(h.name),
             _status(h.status),
             h.breaker or "-",
-            views.when(h.last_check_at),
+            _last_check(h),
             str(h.runs_today),
             str(h.errors_today),
             _rate(h),
@@ -146,6 +175,15 @@ def _latency(h: Health) -> str:
     if h.p50_seconds is None or h.p95_seconds is None:
         return "-"
     return f"{h.p50_seconds:.2f} s / {h.p95_seconds:.2f} s"
+
+
+def _last_check(h: Health) -> str:
+    """When the last check ran and what it said, or why there is none."""
+    said = escape(h.check_result or "")
+    if h.last_check_at is None:
+        return said or "-"
+    when = views.when(h.last_check_at)
+    return f"{when}: {said}" if said else when
 
 
 def _reasons(h: Health) -> str:

@@ -120,7 +120,7 @@ def main_options(
             envvar="LOBFLOWS_PUBLIC_URL",
             help="Base URL people reach the server at, for task links.",
         ),
-    ] = "http://127.0.0.1:8080",
+    ] = "http://127.0.0.1:8700",
     lease_seconds: Annotated[
         float,
         typer.Option(
@@ -253,6 +253,19 @@ def _read_json(path: Path, what: str) -> Any:
         fail(f"{what} {path} is not valid JSON: {exc}", EXIT_USAGE)
 
 
+def _correction(path: Path | None, what: str) -> dict[str, Any] | None:
+    """A replay's corrected input from a file: a JSON object, or None."""
+    if path is None:
+        return None
+    from lobflows.store import dead_letters
+
+    try:
+        return dead_letters.checked_correction(_read_json(path, what), what=what)
+    except ValueError as exc:
+        fail(f"{path}: {exc}", EXIT_USAGE)
+    raise AssertionError("unreachable")
+
+
 # -- definitions ------------------------------------------------------------
 
 
@@ -262,8 +275,9 @@ def validate(
 ) -> None:
     """Check flow files; print every problem with file, line, field and what was expected.
 
-    A folder is checked as a project: its flows, its connections.yaml, and
-    that every call names a declared connection and a known action.
+    A folder is checked as a project: its flows, its connections.yaml, its
+    monitor.yaml, and that every call and alert rule names a declared
+    connection and a known action.
     """
     from lobflows.spec import loader
 
@@ -321,11 +335,35 @@ def _project_problems(folder: Path, flows: list[Any]) -> list[errors.Problem]:
         declared = loader.load_connections(source)
         roles = loader.load_roles(folder / loader.ROLES_FILE)
     except errors.FlowFileError as exc:
-        return exc.problems
+        return exc.problems + _monitor_problems(folder, None)
     project = loader.Project(
         flows={f.name: f for f in flows}, connections=declared, roles=roles
     )
-    return connectors.check_project(project, source=str(source))
+    problems = connectors.check_project(project, source=str(source))
+    return problems + _monitor_problems(folder, declared)
+
+
+def _monitor_problems(
+    folder: Path, declared: dict[str, Any] | None
+) -> list[errors.Problem]:
+    """monitor.yaml's problems; its rules' connections only when they could be read."""
+    from lobflows.connectors import base as connectors
+    from lobflows.monitor import config as monitor_config
+    from lobflows.spec import loader
+
+    try:
+        monitoring = monitor_config.load(folder)
+    except errors.FlowFileError as exc:
+        return exc.problems
+    if declared is None:
+        return []
+    classes = connectors.connector_classes()
+    kinds = {
+        name: classes.get(str((raw or {}).get("type")))
+        for name, raw in declared.items()
+    }
+    path = str(folder / loader.MONITOR_FILE)
+    return monitor_config.rule_problems(monitoring, kinds, path)
 
 
 @app.command()
@@ -606,10 +644,8 @@ def dlq_replay(
     """Queue a dead-lettered run again from its failed step."""
     from lobflows import server
 
-    corrected = _read_json(input_file, "corrected input") if input_file else None
-    corrected_run = (
-        _read_json(run_input_file, "corrected run input") if run_input_file else None
-    )
+    corrected = _correction(input_file, "corrected input")
+    corrected_run = _correction(run_input_file, "corrected run input")
 
     async def replay(store: Any) -> str:
         letter = await store.dead_letter(dead_letter_id)

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lobflows import errors
 from lobflows.cli import common as cli
 from lobflows.cli import views
 from lobflows.secrets import SecretStore, env_name
@@ -32,6 +33,8 @@ secrets_app = typer.Typer(
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 DEFAULT_GRACE = "1h"
+MAX_ROTATE_EVERY_DAYS = 3650  # ten years
+MAX_GRACE_SECONDS = 30 * 86_400
 
 SecretName = Annotated[
     str, typer.Argument(help="Secret name, as flows and connections write it.")
@@ -73,6 +76,12 @@ def _policy_days(text: str | None) -> int | None:
         return None
     seconds = parse_duration(text, option="--rotate-every")
     days = seconds / secret_inventory.SECONDS_PER_DAY
+    if days > MAX_ROTATE_EVERY_DAYS:
+        cli.fail(
+            f"--rotate-every {text!r} is too long: expected at most "
+            f"{MAX_ROTATE_EVERY_DAYS}d (ten years)",
+            cli.EXIT_USAGE,
+        )
     if days < 1 or days != int(days):
         cli.fail(
             f"--rotate-every {text!r} must be a whole number of days, at least 1 "
@@ -80,6 +89,16 @@ def _policy_days(text: str | None) -> int | None:
             cli.EXIT_USAGE,
         )
     return int(days)
+
+
+def _grace_seconds(text: str) -> float:
+    seconds = parse_duration(text, option="--grace")
+    if seconds > MAX_GRACE_SECONDS:
+        cli.fail(
+            f"--grace {text!r} is too long: expected at most 30d",
+            cli.EXIT_USAGE,
+        )
+    return seconds
 
 
 def _checked_name(name: str) -> str:
@@ -109,6 +128,10 @@ def _read_value(name: str, *, confirm: bool) -> str:
             "it at the prompt",
             cli.EXIT_USAGE,
         )
+    try:
+        secret_vault.check_value(name, str(value))
+    except errors.ConfigurationError as exc:
+        cli.fail(str(exc), cli.EXIT_USAGE)
     return str(value)
 
 
@@ -188,7 +211,7 @@ def secrets_rotate(
 ) -> None:
     """Give a secret a new value (from stdin or a hidden prompt); the old one is kept."""
     name = _checked_name(name)
-    grace_seconds = parse_duration(grace, option="--grace")
+    grace_seconds = _grace_seconds(grace)
     policy = _policy_days(rotate_every)
     _check_master_key()
     value = _read_value(name, confirm=True)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lobflows import errors
 from lobflows.cli import common as cli
 from lobflows.cli import views
 from lobflows.engine import tasks as task_rules
@@ -79,9 +80,12 @@ def tasks_decide(
         data[name.strip()] = value
 
     async def decide(store: Any) -> Any:
-        return await task_rules.decide(
-            store, task_id, by=by, decision=decision, data=data, comment=comment
-        )
+        try:
+            return await task_rules.decide(
+                store, task_id, by=by, decision=decision, data=data, comment=comment
+            )
+        except errors.InvalidDecisionError as exc:
+            cli.fail(str(exc), cli.EXIT_USAGE)
 
     task = cli.run_async(cli.with_store(decide))
     if task.is_open:

@@ -59,6 +59,9 @@ class Health:
     breaker: str | None = None  # closed | open | half-open, in this process
     last_check_at: float | None = None
     check_error: str | None = None
+    # What the last check said (its answer or its error), or why there is
+    # none yet: "not checked yet" or "no check for this type".
+    check_result: str | None = None
     # Flows: the status by the flow's own figures, before its connections';
     # alerts use it, so one failing system makes one alert, not one per flow.
     own_status: str | None = None

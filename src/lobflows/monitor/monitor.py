@@ -280,10 +280,14 @@ class Monitor:
         )
         breaker = breakers.get(name, "closed")
         verdict = health.judge_connection(figures, check, breaker, self.config, now=now)
+        if checked:
+            check_result = record.message or ("passed" if record.ok else "failed")
+        elif checks.has_check(self.connections[name]):
+            check_result = "not checked yet"
+        else:
+            check_result = "no check for this type"
         if not checked and figures.finished == 0 and not verdict.reasons:
-            has_check = checks.has_check(self.connections[name])
-            reason = "not checked yet" if has_check else "no check for this type"
-            verdict.add("unknown", f"{reason} and no calls in the window")
+            verdict.add("unknown", f"{check_result} and no calls in the window")
         last_success = figures.last_success_at
         if checked and record.last_ok_at is not None:
             last_success = max(last_success or 0.0, record.last_ok_at)
@@ -303,6 +307,7 @@ class Monitor:
             breaker=breaker,
             last_check_at=record.checked_at if checked else None,
             check_error=None if not checked or record.ok else record.message,
+            check_result=check_result,
         )
 
     def _flow_health(

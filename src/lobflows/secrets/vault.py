@@ -3,8 +3,8 @@
 Values are encrypted with Fernet (AES-128-CBC with an HMAC-SHA256 tag,
 from `cryptography`). The master key comes from ``LOBFLOWS_MASTER_KEY`` or
 from the file named by ``LOBFLOWS_MASTER_KEY_FILE``, and is never written
-to the store; a key file beside a SQLite store is refused, since whoever
-copies the folder would hold both.
+to the store; a key file inside a SQLite store's folder (or below it) is
+refused, since whoever copies the folder would hold both.
 
 The vault is read whole into memory when a process opens it and reloaded
 in the background (`refresh`), so `SecretStore.get` stays synchronous and
@@ -13,7 +13,9 @@ a rotation made by another process reaches this one within seconds.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,9 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
 from lobflows import errors
-from lobflows.secrets import redactor, run_started_at
+from lobflows.secrets import MIN_REDACTED_LENGTH, redactor, run_started_at
 
+log = logging.getLogger(__name__)
 MASTER_KEY_ENV = "LOBFLOWS_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LOBFLOWS_MASTER_KEY_FILE"
 # The key `lobflows secrets rekey` moves the vault to.
@@ -34,6 +37,11 @@ KEY_HINT = (
     "expected 32 url-safe base64-encoded bytes (44 characters), "
     "as `lobflows secrets new-key` prints"
 )
+
+
+# Key files already warned about in this process, so a command that reads
+# the key twice says it once.
+_warned_key_files: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,23 @@ class Version:
 def new_key() -> str:
     """A fresh master key."""
     return Fernet.generate_key().decode()
+
+
+def check_value(name: str, value: str) -> None:
+    """Refuse a value the redactor could not mask: blank, or too short."""
+    if not value.strip():
+        raise errors.ConfigurationError(
+            f"the value of secret {name!r} is empty or only whitespace: "
+            f"expected at least {MIN_REDACTED_LENGTH} characters",
+            secret=name,
+        )
+    if len(value) < MIN_REDACTED_LENGTH:
+        raise errors.ConfigurationError(
+            f"the value of secret {name!r} is too short: expected at least "
+            f"{MIN_REDACTED_LENGTH} characters (shorter values cannot be "
+            "masked in logs and output)",
+            secret=name,
+        )
 
 
 def master_key(database_url: str) -> Fernet | None:
@@ -149,17 +174,35 @@ def _read_key_file(
 ) -> str:
     path = path.expanduser()
     store_folder = _sqlite_folder(database_url)
-    if store_folder is not None and path.resolve().parent == store_folder:
+    if store_folder is not None and store_folder in path.resolve().parents:
         raise errors.ConfigurationError(
             f"the master key file {path} is in the same folder as the run store "
-            f"database; keep it elsewhere (a copy of the folder would carry both)"
+            f"database, or in a folder below it; keep it elsewhere (a copy of "
+            f"the folder would carry both)"
         )
     try:
-        return path.read_text(encoding="utf-8").strip()
+        key = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise errors.ConfigurationError(
             f"cannot read the master key file {path} ({setting}): {exc.strerror}"
         ) from None
+    _warn_if_readable_by_others(path)
+    return key
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & (stat.S_IRGRP | stat.S_IROTH) or path in _warned_key_files:
+        return
+    _warned_key_files.add(path)
+    log.warning(
+        "The master key file %s can be read by other users (mode %s); "
+        "run `chmod 600 %s` so only its owner can read it",
+        path,
+        oct(mode)[2:].zfill(3),
+        path,
+        extra={"event": "master_key_file_readable"},
+    )
 
 
 def _sqlite_folder(database_url: str) -> Path | None:
@@ -190,8 +233,10 @@ class Vault:
         self.store = store
         self.cipher = cipher
         self._versions: dict[str, list[Version]] = {}
-        # Decrypted values by (name, version): a refresh decrypts only what is new.
-        self._decrypted: dict[tuple[str, int], str] = {}
+        # Decrypted values by (name, version, ciphertext): a refresh decrypts
+        # only what is new. The ciphertext is part of the key because a
+        # secret removed and set again starts over at version 1.
+        self._decrypted: dict[tuple[str, int, str], str] = {}
 
     @classmethod
     async def open(cls, store: Any, database_url: str) -> Vault:
@@ -210,9 +255,10 @@ class Vault:
                 f"the vault holds {len(names)} secret(s) ({', '.join(names)}) but no "
                 f"master key is set: set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}"
             )
+        decrypted = self._decrypt_all(records)
         versions: dict[str, list[Version]] = {}
         for record in records:
-            value = self._decrypt(record.name, record.version, record.ciphertext)
+            value = decrypted[(record.name, record.version, record.ciphertext)]
             versions.setdefault(record.name, []).append(
                 Version(
                     version=record.version,
@@ -222,24 +268,32 @@ class Vault:
                 )
             )
         self._versions = versions
+        # Only what the store still holds: a removed version is forgotten.
+        self._decrypted = decrypted
 
-    def _decrypt(self, name: str, version: int, ciphertext: str) -> str:
-        known = self._decrypted.get((name, version))
-        if known is not None:
-            return known
+    def _decrypt_all(self, records: list[Any]) -> dict[tuple[str, int, str], str]:
+        decrypted: dict[tuple[str, int, str], str] = {}
+        failed: list[Any] = []
+        for record in records:
+            key = (record.name, record.version, record.ciphertext)
+            value = self._decrypted.get(key)
+            if value is None:
+                value = self._decrypt(record.ciphertext)
+            if value is None:
+                failed.append(record)
+                continue
+            redactor.register(value)
+            decrypted[key] = value
+        if failed:
+            raise _wrong_key(failed, stored=len(records))
+        return decrypted
+
+    def _decrypt(self, ciphertext: str) -> str | None:
         assert self.cipher is not None
         try:
-            value = self.cipher.decrypt(ciphertext.encode()).decode()
+            return self.cipher.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
-            raise errors.ConfigurationError(
-                f"secret {name!r} (version {version}) cannot be decrypted with this "
-                f"master key: it was stored under another key. Set the key it was "
-                f"stored with in {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}",
-                secret=name,
-            ) from None
-        redactor.register(value)
-        self._decrypted[(name, version)] = value
-        return value
+            return None
 
     def encrypt(self, value: str) -> str:
         if self.cipher is None:
@@ -278,6 +332,18 @@ class Vault:
     def current_version(self, secret: str) -> int | None:
         versions = self._versions.get(secret)
         return versions[-1].version if versions else None
+
+
+def _wrong_key(failed: list[Any], *, stored: int) -> errors.ConfigurationError:
+    first = failed[0]
+    return errors.ConfigurationError(
+        f"the master key does not open the vault: {len(failed)} of its {stored} "
+        f"stored version(s) cannot be decrypted with it, for example secret "
+        f"{first.name!r} (version {first.version}); they were stored under "
+        f"another key. Set the key the vault was stored with in "
+        f"{MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}",
+        secret=first.name,
+    )
 
 
 def _in_grace(version: Version, now: float) -> bool:

@@ -8,6 +8,7 @@ steps it runs. Everything is parsed once, at load, into frozen models.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import zoneinfo
 from typing import Annotated, Any, Literal
@@ -88,6 +89,10 @@ class Card(Model):
     )
 
 
+# The longest latency or gap between successes a card may expect: a year.
+MAX_EXPECT_SECONDS = 366 * 86_400.0
+
+
 class Expectations(Model):
     """What a healthy flow does; the monitor compares its runs against it."""
 
@@ -114,7 +119,9 @@ class Expectations(Model):
     @field_validator("latency", "every", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float | None:
-        return None if value is None else parse_duration(value)
+        if value is None:
+            return None
+        return parse_duration(value, maximum_seconds=MAX_EXPECT_SECONDS)
 
     @field_validator("error_rate", mode="before")
     @classmethod
@@ -572,12 +579,19 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds of a duration: a number of seconds, or text such as 90s, 30m, 4h, 3d, 1w."""
+def parse_duration(value: Any, *, maximum_seconds: float | None = None) -> float:
+    """Seconds of a duration: a number of seconds, or text such as 90s, 30m, 4h, 3d, 1w.
+
+    Raises ValueError when it is not a duration, not above zero, not finite,
+    or longer than `maximum_seconds` (when given).
+    """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        seconds = float(value)
+        # An int too large for a float is as absurd as infinity.
+        seconds = float(value) if abs(value) < 1e300 else math.inf
     else:
         match = DURATION_PATTERN.match(str(value))
         if match is None:
@@ -587,7 +601,22 @@ def parse_duration(value: Any) -> float:
         seconds = float(match[1]) * DURATION_UNITS[match[2] or "s"]
     if seconds <= 0:
         raise ValueError(f"{value!r}: a duration must be longer than zero")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if maximum_seconds is not None and seconds > maximum_seconds:
+        most = duration_text(maximum_seconds)
+        raise ValueError(f"{shown} is too long; expected at most {most}")
+    if math.isinf(seconds):
+        raise ValueError(f"{shown} is too long to be a duration")
     return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """A duration in its largest whole unit, as written in files: 30d, 10m, 45s."""
+    for unit in ("w", "d", "h", "m"):
+        size = DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_rate(value: Any) -> float:

@@ -1,4 +1,4 @@
-"""Users, API tokens and the audit log of operator actions.
+"""Users, their sessions and API tokens, and the audit log of operator actions.
 
 The store keeps what it is given: passwords arrive hashed and tokens as
 their SHA-256 digest (see `lobflows.web.credentials`); nothing here can
@@ -19,6 +19,8 @@ from lobflows.store import tables
 from lobflows.store.base import StoreBase
 
 MAX_TARGET_CHARS = 500
+# How stale a session's last_seen_at may get before a request refreshes it.
+SESSION_SEEN_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def _user(row: Any) -> UserRecord:
 
 
 class AccessOps(StoreBase):
-    """Users, API tokens and the audit log of operator actions."""
+    """Users, their sessions and API tokens, and the audit log of operator actions."""
 
     # -- audit log ---------------------------------------------------------
 
@@ -195,12 +197,15 @@ class AccessOps(StoreBase):
         return None if row is None else _user(row)
 
     async def remove_user(self, name: str) -> None:
-        """Delete a user; their API tokens go with them."""
+        """Delete a user; their API tokens and sessions go with them."""
         user = await self.find_user(name)
         await self._write(lambda conn: _delete_user(conn, user.id))
 
     async def set_password_hash(self, name: str, password_hash: str | None) -> None:
+        """Set or clear a user's password; every session of theirs ends."""
         await self._update_user(name, password_hash=password_hash)
+        user = await self.find_user(name)
+        await self._write(lambda conn: _end_sessions(conn, user.id, time.time()))
 
     async def set_roles(self, name: str, roles: list[str]) -> UserRecord:
         await self._update_user(name, roles=sorted(set(roles)))
@@ -214,6 +219,73 @@ class AccessOps(StoreBase):
         changed = await self._write(lambda conn: conn.execute(statement).rowcount)
         if changed != 1:
             raise errors.UserNotFoundError(f"no user named {name!r}")
+
+    # -- sessions ----------------------------------------------------------
+
+    async def start_web_session(
+        self, user: str, *, session_hash: str, forget_before: float
+    ) -> None:
+        """Store a signed-in session by its id's digest.
+
+        The user's sessions that ended, or began before `forget_before`
+        (past the session lifetime), are deleted on the way.
+        """
+        owner = await self.find_user(user)
+        s = tables.web_sessions
+        now = time.time()
+        stale = s.delete().where(
+            s.c.user_id == owner.id,
+            sa.or_(s.c.ended_at.is_not(None), s.c.created_at < forget_before),
+        )
+        insert = s.insert().values(
+            id=session_hash, user_id=owner.id, created_at=now, last_seen_at=now
+        )
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(stale)
+            conn.execute(insert)
+
+        await self._write(write)
+
+    async def user_by_session_hash(
+        self, session_hash: str, *, started_after: float
+    ) -> UserRecord | None:
+        """The user of a live session begun after `started_after`, else None.
+
+        One lookup by primary key; the session's last_seen_at is refreshed,
+        without waiting, when it is more than a minute old.
+        """
+        s, u = tables.web_sessions, tables.users
+        query = (
+            sa.select(u, s.c.last_seen_at.label("session_seen_at"))
+            .join(s, s.c.user_id == u.c.id)
+            .where(
+                s.c.id == session_hash,
+                s.c.ended_at.is_(None),
+                s.c.created_at > started_after,
+            )
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        now = time.time()
+        if now - row.session_seen_at > SESSION_SEEN_EVERY_SECONDS:
+            touch = s.update().where(s.c.id == session_hash).values(last_seen_at=now)
+            await self._write(lambda conn: conn.execute(touch), wait=False)
+        values = {k: v for k, v in row._mapping.items() if k != "session_seen_at"}
+        values["roles"] = tuple(values["roles"] or ())
+        return UserRecord(**values)
+
+    async def end_web_session(self, session_hash: str) -> None:
+        """End one session (sign-out); a session already over stays as it was."""
+        s = tables.web_sessions
+        statement = (
+            s.update()
+            .where(s.c.id == session_hash, s.c.ended_at.is_(None))
+            .values(ended_at=time.time())
+        )
+        await self._write(lambda conn: conn.execute(statement))
 
     # -- API tokens --------------------------------------------------------
 
@@ -295,8 +367,21 @@ class AccessOps(StoreBase):
 
 
 def _delete_user(conn: sa.Connection, user_id: int) -> None:
-    # Tokens first: SQLite enforces the cascade only with foreign keys on.
+    # Tokens and sessions first: SQLite enforces the cascade only with
+    # foreign keys on.
     conn.execute(
         tables.api_tokens.delete().where(tables.api_tokens.c.user_id == user_id)
     )
+    conn.execute(
+        tables.web_sessions.delete().where(tables.web_sessions.c.user_id == user_id)
+    )
     conn.execute(tables.users.delete().where(tables.users.c.id == user_id))
+
+
+def _end_sessions(conn: sa.Connection, user_id: int, now: float) -> None:
+    s = tables.web_sessions
+    conn.execute(
+        s.update()
+        .where(s.c.user_id == user_id, s.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )

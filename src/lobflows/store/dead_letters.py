@@ -13,6 +13,39 @@ from lobflows.store import tables
 from lobflows.store.base import StoreBase
 from lobflows.store.records import DeadLetter
 
+# Ids are positive 64-bit integers in every store; any other number names
+# no dead letter (and SQLite cannot even compare a larger one).
+MAX_ID = 2**63 - 1
+
+
+def dead_letter_id(text: str) -> int:
+    """The dead letter id written in `text`, or RunNotFoundError when the
+    text is not a whole number from 1 to 2**63 - 1."""
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    is_number = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ID))
+    if not is_number or not 1 <= int(text) <= MAX_ID:
+        raise errors.RunNotFoundError(
+            f"no dead letter with id {shown!r}: ids are whole numbers "
+            f"from 1 to {MAX_ID}"
+        )
+    return int(text)
+
+
+def checked_correction(value: Any, *, what: str) -> dict[str, Any]:
+    """A replay's corrected input, which must be a JSON object; else
+    ValueError naming what was found instead."""
+    if isinstance(value, dict):
+        return value
+    found = {
+        type(None): "null",
+        bool: "true or false",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+    }.get(type(value), type(value).__name__)
+    raise ValueError(f"{what} must be a JSON object, not {found}")
+
 
 class DeadLetterOps(StoreBase):
     """Listing, replaying and discarding dead letters."""
@@ -28,6 +61,8 @@ class DeadLetterOps(StoreBase):
             return [DeadLetter(**row._mapping) for row in await conn.execute(query)]
 
     async def dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        if not 1 <= dead_letter_id <= MAX_ID:
+            raise errors.RunNotFoundError(f"no dead letter with id {dead_letter_id}")
         d = tables.dead_letters
         async with self.engine.connect() as conn:
             row = (

@@ -6,6 +6,7 @@ synchronous engine owned by the group writer's thread.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def create_read_engine(url: str) -> AsyncEngine:
             pool_recycle=300,
             **JSON_OPTIONS,
         )
+    create_private_file(url)
     # Reads open no transaction on SQLite, so there is nothing to reset.
     engine = create_async_engine(
         _driver_url(url, asynchronous=True),
@@ -117,6 +119,7 @@ def create_write_engine(url: str) -> sa.Engine:
             pool_recycle=300,
             **JSON_OPTIONS,
         )
+    create_private_file(url)
     engine = sa.create_engine(
         _driver_url(url, asynchronous=False),
         pool_size=1,
@@ -126,6 +129,21 @@ def create_write_engine(url: str) -> sa.Engine:
     event.listen(engine, "connect", _sqlite_writer_connection)
     event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
+
+
+def create_private_file(url: str) -> None:
+    """Create a missing SQLite file readable by its owner only: it holds run
+    data and the vault's ciphertext. SQLite gives the -wal and -shm files it
+    makes later the same mode. An existing file is left as it is."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:":
+        return
+    try:
+        fd = os.open(Path(database).expanduser(), os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        # It exists, or cannot be made here: SQLite opens it or says why.
+        return
+    os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

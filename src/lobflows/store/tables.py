@@ -362,6 +362,25 @@ api_tokens = sa.Table(
     sa.Index("ix_api_tokens_user_id", "user_id"),
 )
 
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    # SHA-256 of the random session id the signed cookie carries, in hex.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", Time, nullable=False),
+    # Refreshed at most once a minute, so a request rarely writes.
+    sa.Column("last_seen_at", Time, nullable=False),
+    # Set at sign-out and when the user's password changes.
+    sa.Column("ended_at", Time),
+    sa.Index("ix_web_sessions_user_id", "user_id"),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

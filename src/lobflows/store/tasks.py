@@ -384,8 +384,9 @@ def _close(
 def _check_kind(task: TaskRecord, decision: str) -> None:
     if decision not in DECISIONS[task.kind]:
         allowed = " or ".join(DECISIONS[task.kind])
-        raise errors.DecisionRefusedError(
-            f"task {task.id}: a {task.kind} takes {allowed}, not {decision!r}"
+        article = "an" if task.kind[:1] in "aeiou" else "a"
+        raise errors.InvalidDecisionError(
+            f"task {task.id}: {article} {task.kind} takes {allowed}, not {decision!r}"
         )
 
 

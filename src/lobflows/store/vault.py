@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lobflows import errors
+from lobflows.secrets import backends
 from lobflows.store import tables
 from lobflows.store.base import StoreBase, lock_name
 
@@ -88,7 +89,9 @@ class SecretOps(StoreBase):
     async def add_secret(
         self, name: str, ciphertext: str, *, rotate_every_days: int | None
     ) -> None:
-        """Store a new secret as version 1; refuses a name already in the vault."""
+        """Store a new secret as version 1; refuses a name already in the
+        vault, and one whose environment variable another secret there has
+        (``a-b`` and ``A_B`` are both ``LOBFLOWS_SECRET_A_B``)."""
         s, v = tables.secrets, tables.secret_versions
 
         def write(conn: sa.Connection) -> None:
@@ -100,6 +103,7 @@ class SecretOps(StoreBase):
                     f"rotate it to give it a new value",
                     secret=name,
                 )
+            _refuse_shared_env_name(conn, name)
             conn.execute(
                 s.insert().values(
                     name=name, rotate_every_days=rotate_every_days, created_at=now
@@ -268,6 +272,19 @@ def _exists(conn: sa.Connection, name: str) -> bool:
     s = tables.secrets
     found = conn.execute(sa.select(s.c.name).where(s.c.name == name)).first()
     return found is not None
+
+
+def _refuse_shared_env_name(conn: sa.Connection, name: str) -> None:
+    variable = backends.env_name(name)
+    names = conn.execute(sa.select(tables.secrets.c.name)).scalars()
+    other = next((n for n in names if backends.env_name(n) == variable), None)
+    if other is not None:
+        raise errors.ConfigurationError(
+            f"secret {name!r} would share the environment variable {variable} "
+            f"with secret {other!r}, already in the vault; use that name or "
+            f"pick one that differs in more than case and '-', '_' or '.'",
+            secret=name,
+        )
 
 
 def _not_in_vault(name: str) -> errors.SecretNotFoundError:

@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,8 +43,9 @@ def create_app(runtime: Runtime, *, has_local_worker: bool) -> Starlette:
         *TaskPages(runtime).routes(),
     ]
     # Every POST no page claims goes to the webhooks, which answer 404 for a
-    # path no flow listens on.
-    routes = [*pages, Route("/{path:path}", webhooks.handle, methods=["POST"])]
+    # path no flow listens on; any other method there is a page not found.
+    unclaimed = _Unclaimed(webhooks, frozenset(webhooks.by_path))
+    routes = [*pages, Route("/{path:path}", unclaimed.handle, methods=_METHODS)]
     app = Starlette(
         routes=routes,
         middleware=_middleware(runtime, frozenset(webhooks.by_path), pages),
@@ -83,6 +85,28 @@ _ERROR_PAGE = jinja2.Environment(autoescape=True).from_string(
 </head><body><h1>{{ status }}</h1><p>{{ message }}</p><p><a href="/">Back to the overview</a></p></body></html>
 """
 )
+
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class _Unclaimed:
+    """A path no page claims: POST is a webhook delivery; anything else is
+    not found, unless a flow listens there (then only POST is allowed)."""
+
+    def __init__(self, webhooks: WebhookRoutes, webhook_paths: frozenset[str]) -> None:
+        self.webhooks = webhooks
+        self.webhook_paths = webhook_paths
+
+    async def handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.webhooks.handle(request)
+        path = request.url.path
+        if (path.rstrip("/") or "/") in self.webhook_paths:
+            raise HTTPException(
+                405, f"{path} takes webhook deliveries by POST", {"Allow": "POST"}
+            )
+        raise HTTPException(404, f"there is no page at {path}")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -181,14 +205,12 @@ def create_api(runtime: Runtime) -> FastAPI:
         request: Request,
         status: str = "open",
         user: str | None = None,
-        limit: int = 100,
+        limit: operator_api.Limit = 100,
     ) -> dict[str, Any]:
         """Tasks, newest first; `user` keeps those they may act on."""
         auth.require(request, "view")
         found = await runtime.store.list_tasks(
-            status=None if status == "all" else status,
-            user=user,
-            limit=max(1, min(limit, 1000)),
+            status=None if status == "all" else status, user=user, limit=limit
         )
         return {"tasks": [task_summary(t) for t in found]}
 
@@ -227,6 +249,8 @@ def create_api(runtime: Runtime) -> FastAPI:
             )
         except errors.TaskNotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
+        except errors.InvalidDecisionError as exc:
+            raise HTTPException(400, str(exc)) from None
         except errors.DecisionRefusedError as exc:
             raise HTTPException(409, str(exc)) from None
         if not task.is_open:
@@ -272,7 +296,40 @@ def create_api(runtime: Runtime) -> FastAPI:
             {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(
+        _request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
+        return JSONResponse({"error": validation_problem(exc)}, status_code=400)
+
     return app
+
+
+def validation_problem(exc: RequestValidationError) -> str:
+    """A refused request's problems in words: "<field>: <what was expected>"."""
+    problems = []
+    for error in exc.errors():
+        # The location starts with where the value was: query, path or body.
+        field = ".".join(str(part) for part in error["loc"][1:]) or "request"
+        problems.append(f"{field}: {_expected(error)}")
+    return "; ".join(problems)
+
+
+def _expected(error: dict[str, Any]) -> str:
+    context = error.get("ctx") or {}
+    kind = error["type"]
+    given = str(error.get("input"))
+    given = given if len(given) <= 40 else given[:40] + "…"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {given!r}"
+    if kind == "greater_than_equal":
+        return f"expected at least {context['ge']}, got {given}"
+    if kind == "less_than_equal":
+        return f"expected at most {context['le']}, got {given}"
+    if kind == "missing":
+        return "required"
+    message = str(error.get("msg", "not valid"))
+    return message[:1].lower() + message[1:]
 
 
 def _acting_for(principal: auth.Principal, given: Any, field: str) -> str:

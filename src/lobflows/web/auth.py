@@ -14,6 +14,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 SESSION_KEY_SECRET = "session_key"
 SESSION_COOKIE = "lobflows_session"
+# The key of the session id in the signed cookie.
+SESSION_ID_KEY = "sid"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 STALE_FORM = "the form is stale or forged; reload the page"
@@ -183,17 +186,31 @@ def _process_session_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def password_stamp(password_hash: str | None) -> str:
-    """A short mark of the password a session began with; a new password ends it."""
-    return credentials.token_digest(password_hash or "")[:16]
+async def start_session(request: HTTPConnection, runtime: Runtime, user: Any) -> None:
+    """Sign the user in: a fresh session, stored, with a fresh CSRF token.
 
-
-def start_session(request: HTTPConnection, user: Any) -> None:
-    """Sign the user in: a fresh session with a fresh CSRF token."""
+    The cookie carries a random session id; the store keeps only its
+    digest, so signing out, a password change or removing the user ends
+    the session on the server, whatever copies of the cookie exist.
+    """
+    session_id = secrets.token_urlsafe(32)
+    lifetime_seconds = runtime.settings.session_hours * 3600
+    await runtime.store.start_web_session(
+        user.name,
+        session_hash=credentials.token_digest(session_id),
+        forget_before=time.time() - lifetime_seconds,
+    )
     request.session.clear()
-    request.session["user"] = user.name
-    request.session["stamp"] = password_stamp(user.password_hash)
+    request.session[SESSION_ID_KEY] = session_id
     request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+async def end_session(request: HTTPConnection, runtime: Runtime) -> None:
+    """Sign out: end the stored session and forget the cookie's contents."""
+    session_id = request.session.get(SESSION_ID_KEY)
+    if isinstance(session_id, str):
+        await runtime.store.end_web_session(credentials.token_digest(session_id))
+    request.session.clear()
 
 
 def local_path(target: str | None, default: str = "/") -> str:
@@ -236,7 +253,7 @@ class AccessMiddleware:
             request.state.principal = None
             await self.app(scope, receive, send)
             return
-        principal, problem = await self._authenticate(request)
+        principal, problem = await authenticate(self.runtime, request)
         request.state.principal = principal
         if principal is None and not self._is_open(request):
             await _turned_away(request, problem)(scope, receive, send)
@@ -276,55 +293,68 @@ class AccessMiddleware:
             return True
         return csrf_matches(request, request.headers.get(CSRF_HEADER))
 
-    async def _authenticate(
-        self, request: Request
-    ) -> tuple[Principal | None, str | None]:
-        header = request.headers.get("authorization")
-        if header is not None:
-            return await self._bearer(header)
-        if "session" in request.scope and request.session.get("user"):
-            return await self._session(request), None
-        return self._link(request), None
 
-    async def _bearer(self, header: str) -> tuple[Principal | None, str | None]:
-        scheme, _, given = header.partition(" ")
-        given = given.strip()
-        # The scheme name is case-insensitive (RFC 9110, section 11.1).
-        if scheme.lower() != "bearer" or not given:
-            return None, "give the API token as Authorization: Bearer <token>"
-        shared = self.runtime.settings.api_token
-        if shared and hmac.compare_digest(given.encode(), shared.encode()):
-            return Principal(SHARED_TOKEN_USER, frozenset({"admin"}), "token"), None
-        digest = credentials.token_digest(given)
-        user = await self.runtime.store.user_by_token_hash(digest)
-        if user is None:
-            return None, "the bearer token is wrong or revoked"
-        return Principal(user.name, frozenset(user.roles), "token", user.email), None
+async def authenticate(
+    runtime: Runtime, request: Request
+) -> tuple[Principal | None, str | None]:
+    """Who the request's credentials name, now: a bearer token, else the
+    session cookie, else a signed task link; with the problem, if any.
 
-    async def _session(self, request: Request) -> Principal | None:
-        name = request.session["user"]
-        try:
-            user = await self.runtime.store.find_user(name)
-        except errors.UserNotFoundError:
-            user = None
-        if user is None or request.session.get("stamp") != password_stamp(
-            user.password_hash
-        ):
-            # Removed, or the password changed since: the session is over.
-            request.session.clear()
-            return None
-        return Principal(user.name, frozenset(user.roles), "session", user.email)
+    Long-lived responses (the live updates) ask again now and then, so
+    they stop when the session ends or the token is revoked.
+    """
+    header = request.headers.get("authorization")
+    if header is not None:
+        return await _bearer(runtime, header)
+    if "session" in request.scope and request.session.get(SESSION_ID_KEY):
+        return await _session(runtime, request), None
+    return _link(runtime, request), None
 
-    def _link(self, request: Request) -> Principal | None:
-        token = request.query_params.get("token")
-        if token is None or not _TASK_PAGE.fullmatch(request.url.path):
-            return None
-        task_id = request.url.path.rsplit("/", 1)[1]
-        try:
-            grant = self.runtime.engine.links.verify(task_id, token)
-        except errors.LobflowsError:
-            return None
-        return Principal(grant.user, frozenset(), "link")
+
+async def _bearer(runtime: Runtime, header: str) -> tuple[Principal | None, str | None]:
+    scheme, _, given = header.partition(" ")
+    given = given.strip()
+    # The scheme name is case-insensitive (RFC 9110, section 11.1).
+    if scheme.lower() != "bearer" or not given:
+        return None, "give the API token as Authorization: Bearer <token>"
+    shared = runtime.settings.api_token
+    if shared and hmac.compare_digest(given.encode(), shared.encode()):
+        return Principal(SHARED_TOKEN_USER, frozenset({"admin"}), "token"), None
+    digest = credentials.token_digest(given)
+    user = await runtime.store.user_by_token_hash(digest)
+    if user is None:
+        return None, "the bearer token is wrong or revoked"
+    return Principal(user.name, frozenset(user.roles), "token", user.email), None
+
+
+async def _session(runtime: Runtime, request: Request) -> Principal | None:
+    session_id = request.session[SESSION_ID_KEY]
+    lifetime_seconds = runtime.settings.session_hours * 3600
+    user = (
+        await runtime.store.user_by_session_hash(
+            credentials.token_digest(session_id),
+            started_after=time.time() - lifetime_seconds,
+        )
+        if isinstance(session_id, str)
+        else None
+    )
+    if user is None:
+        # Signed out, expired, the password changed or the user was removed.
+        request.session.clear()
+        return None
+    return Principal(user.name, frozenset(user.roles), "session", user.email)
+
+
+def _link(runtime: Runtime, request: Request) -> Principal | None:
+    token = request.query_params.get("token")
+    if token is None or not _TASK_PAGE.fullmatch(request.url.path):
+        return None
+    task_id = request.url.path.rsplit("/", 1)[1]
+    try:
+        grant = runtime.engine.links.verify(task_id, token)
+    except errors.LobflowsError:
+        return None
+    return Principal(grant.user, frozenset(), "link")
 
 
 def _turned_away(request: Request, problem: str | None) -> Response:

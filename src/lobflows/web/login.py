@@ -144,7 +144,7 @@ class LoginPages:
             )
             return page(request, notice=WRONG_CREDENTIALS, status_code=401, name=name)
 
-        auth.start_session(request, user)
+        await auth.start_session(request, self.runtime, user)
         await self.runtime.store.record_audit(
             user.name,
             "sign_in",
@@ -160,7 +160,7 @@ class LoginPages:
             await self.runtime.store.record_audit(
                 principal.name, "sign_out", f"user {principal.name}"
             )
-        request.session.clear()
+        await auth.end_session(request, self.runtime)
         return RedirectResponse("/login", status_code=303)
 
     async def _throttled(

@@ -115,7 +115,7 @@ class SingleSignOn:
             return await self._without_role(request, claims)
 
         target = auth.local_path(request.session.get(NEXT_KEY))
-        auth.start_session(request, user)
+        await auth.start_session(request, self.runtime, user)
         await self.runtime.store.record_audit(
             user.name, "sign_in", f"user {user.name}", {"method": SOURCE}
         )

@@ -6,20 +6,24 @@ Each change is written to the audit log with the principal that made it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from starlette.exceptions import HTTPException
 
 from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
+from lobflows.store import dead_letters as dead_letter_store
 from lobflows.store.records import DeadLetter
 from lobflows.web import auth
 
 LETTER_STATUSES = ("open", "replayed", "discarded", "all")
 MAX_REASON_CHARS = 2000
+MAX_LIMIT = 1000
+# How many entries a listing returns: 1 to MAX_LIMIT; outside that, 400.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 def add_routes(app: FastAPI, runtime: Runtime) -> None:
@@ -27,7 +31,7 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/dead-letters")
     async def list_dead_letters(
-        request: Request, status: str = "open", limit: int = 100
+        request: Request, status: str = "open", limit: Limit = 100
     ) -> dict[str, Any]:
         """Dead letters, newest first; status open, replayed, discarded or all."""
         auth.require(request, "operate")
@@ -36,17 +40,19 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
                 400, f"status {status!r} is not one of {', '.join(LETTER_STATUSES)}"
             )
         letters = await runtime.store.dead_letters(
-            status=None if status == "all" else status, limit=max(1, min(limit, 1000))
+            status=None if status == "all" else status, limit=limit
         )
         return {"dead_letters": [letter_summary(d) for d in letters]}
 
     @app.post("/dead-letters/{dead_letter_id}/replay")
-    async def replay(dead_letter_id: int, request: Request) -> dict[str, Any]:
+    async def replay(dead_letter_id: str, request: Request) -> dict[str, Any]:
         """Body (optional): input, the failed step's corrected input, and
-        run_input, the run's corrected input."""
+        run_input, the run's corrected input; each a JSON object, left out
+        to replay unchanged."""
         principal = auth.require(request, "operate")
         body = await json_object(request, empty_ok=True)
-        corrected, corrected_run = body.get("input"), body.get("run_input")
+        corrected = _correction(body, "input", "the failed step's corrected input")
+        corrected_run = _correction(body, "run_input", "the run's corrected input")
         letter = await _letter(runtime, dead_letter_id)
         if corrected is not None and letter.step_input is None:
             raise HTTPException(
@@ -76,7 +82,7 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         return {"dead_letter_id": letter.id, "run_id": run_id, "status": "replayed"}
 
     @app.post("/dead-letters/{dead_letter_id}/discard")
-    async def discard(dead_letter_id: int, request: Request) -> dict[str, Any]:
+    async def discard(dead_letter_id: str, request: Request) -> dict[str, Any]:
         """Body: reason, why the dead letter is closed without a replay."""
         principal = auth.require(request, "operate")
         body = await json_object(request)
@@ -104,14 +110,14 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
     @app.get("/audit")
     async def audit(
         request: Request,
-        limit: int = 100,
+        limit: Limit = 100,
         actor: str | None = None,
         action: str | None = None,
     ) -> dict[str, Any]:
         """The audit log, newest first, optionally of one actor or action."""
         auth.require(request, "admin")
         entries = await runtime.store.audit_entries(
-            limit=max(1, min(limit, 1000)), actor=actor, action=action
+            limit=limit, actor=actor, action=action
         )
         return {"entries": [dataclasses.asdict(e) for e in entries]}
 
@@ -140,11 +146,24 @@ def letter_summary(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-async def _letter(runtime: Runtime, dead_letter_id: int) -> DeadLetter:
+async def _letter(runtime: Runtime, text: str) -> DeadLetter:
     try:
-        return await runtime.store.dead_letter(dead_letter_id)
+        letter_id = dead_letter_store.dead_letter_id(text)
+        return await runtime.store.dead_letter(letter_id)
     except errors.RunNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
+
+
+def _correction(body: dict[str, Any], key: str, what: str) -> Any:
+    """A corrected input of a replay: None when left out, else a JSON object."""
+    if key not in body:
+        return None
+    try:
+        return dead_letter_store.checked_correction(body[key], what=what)
+    except ValueError as exc:
+        raise HTTPException(
+            400, f"{key}: {exc}; leave {key} out to replay unchanged"
+        ) from None
 
 
 async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:

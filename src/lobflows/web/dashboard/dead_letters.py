@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
+from lobflows.store import dead_letters as dead_letter_store
 from lobflows.store.records import DeadLetter
 from lobflows.web import auth
 from lobflows.web.dashboard import render
@@ -66,7 +67,8 @@ def parse_correction(text: str, shown: Any) -> Any:
     """The corrected input of a replay form, or None when left as shown.
 
     `shown` is what the form was filled with (redacted); an unchanged text
-    means no correction, so a redacted value is never written back.
+    means no correction, so a redacted value is never written back. A
+    correction must be a JSON object, like the API's.
     """
     if not text.strip():
         return None
@@ -74,12 +76,15 @@ def parse_correction(text: str, shown: Any) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise CorrectionError(f"the corrected input is not valid JSON: {exc}") from None
-    if value is None:
+    if value == redactor.redact_data(shown):
+        return None
+    try:
+        return dead_letter_store.checked_correction(value, what="the corrected input")
+    except ValueError as exc:
         raise CorrectionError(
-            "the corrected input is null: give the JSON value the step should get, "
+            f"{exc}: give the JSON object the step should get, "
             "or leave the text as shown to replay unchanged"
-        )
-    return None if value == redactor.redact_data(shown) else value
+        ) from None
 
 
 async def replay(
@@ -273,11 +278,8 @@ class DeadLetterPages:
         job.finished_at = time.time()
 
     async def _letter(self, request: Request) -> DeadLetter:
-        try:
-            letter_id = int(request.path_params["letter_id"])
-        except ValueError:
-            raise HTTPException(404, "dead letter ids are numbers") from None
-        return await self.store.dead_letter(letter_id)
+        text = request.path_params["letter_id"]
+        return await self.store.dead_letter(dead_letter_store.dead_letter_id(text))
 
     async def _discard_reasons(self) -> dict[int, str]:
         """Why letters were discarded, from the audit log, by letter id."""

@@ -59,7 +59,10 @@ class InboxPages:
                 comment=form.get("comment", "").strip() or None,
             )
         except errors.DecisionRefusedError as exc:
-            return self._page(request, task, problem=str(exc), given=form, status=409)
+            status = 400 if isinstance(exc, errors.InvalidDecisionError) else 409
+            return self._page(
+                request, task, problem=str(exc), given=form, status=status
+            )
         await self.store.record_audit(
             principal.name,
             "decide",

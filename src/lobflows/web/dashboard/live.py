@@ -1,10 +1,18 @@
 """Live updates of the overview, as server-sent events.
 
 ``GET /events`` sends a ``snapshot`` event at once and then whenever the
-tiles or the recent errors change, looking every `interval_seconds`; a
-comment line every `KEEPALIVE_SECONDS` keeps proxies from closing a quiet
-stream. Each event carries the tiles and the error list already rendered,
-so the page's script only swaps them in.
+tiles, the recent errors or the summary change, looking every
+`interval_seconds`; a comment line every `KEEPALIVE_SECONDS` keeps proxies
+from closing a quiet stream. Each event carries the tiles and the error
+list already rendered, so the page's script only swaps them in.
+
+A change is judged on the data, not on the rendered text: the text holds
+relative times ("31 s ago") that change every second by themselves. The
+page's script keeps those current from each ``<time datetime>``.
+
+Before each look the stream asks again who is signed in: it ends, with a
+``signed_out`` event, once the session ends, the user is removed or the
+API token is revoked.
 """
 
 from __future__ import annotations
@@ -24,14 +32,19 @@ from lobflows.web import auth
 from lobflows.web.dashboard import render, views
 
 KEEPALIVE_SECONDS = 15.0
+# How often the stream looks for changes, when no interval is given.
+INTERVAL_SECONDS = 2.0
+SIGNED_OUT = b'event: signed_out\ndata: "sign in again to see live updates"\n\n'
 
 
 class LiveUpdates:
     """The event stream of one runtime's overview."""
 
-    def __init__(self, runtime: Runtime, *, interval_seconds: float = 2.0) -> None:
+    def __init__(
+        self, runtime: Runtime, *, interval_seconds: float | None = None
+    ) -> None:
         self.runtime = runtime
-        self.interval_seconds = interval_seconds
+        self.interval_seconds = interval_seconds or INTERVAL_SECONDS
         # One snapshot serves every open page for an interval.
         self._latest: tuple[float, Any] | None = None
 
@@ -42,46 +55,59 @@ class LiveUpdates:
         return self._latest[1]
 
     async def events(self, request: Request) -> Response:
-        principal = auth.require(request, "view")
+        auth.require(request, "view")
         return StreamingResponse(
-            self._stream(request, principal),
+            self._stream(request),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def snapshot_event(self, principal: auth.Principal) -> bytes:
-        """The overview's changing parts, as this person sees them, as one
-        ``snapshot`` event."""
+    async def overview(self, principal: auth.Principal) -> dict[str, Any]:
+        """The overview's changing parts, as data, as this person sees them."""
         snapshot = await self._snapshot()
+        return {
+            "tiles": views.tiles(self.runtime, snapshot),
+            "errors": list(snapshot.recent_errors),
+            "summary": await views.summary(self.runtime, principal, snapshot),
+        }
+
+    @staticmethod
+    def snapshot_event(overview: dict[str, Any]) -> bytes:
+        """The overview's changing parts rendered, as one ``snapshot`` event."""
         payload = {
             "tiles": {
                 tile.flow: render.fragment("_tile.html", tile=tile)
-                for tile in views.tiles(self.runtime, snapshot)
+                for tile in overview["tiles"]
             },
             "errors": render.fragment(
-                "_recent_errors.html", recent_errors=snapshot.recent_errors
+                "_recent_errors.html", recent_errors=overview["errors"]
             ),
-            "summary": render.fragment(
-                "_summary.html",
-                **await views.summary(self.runtime, principal, snapshot),
-            ),
+            "summary": render.fragment("_summary.html", **overview["summary"]),
         }
         return b"event: snapshot\ndata: " + orjson.dumps(payload) + b"\n\n"
 
-    async def _stream(
-        self, request: Request, principal: auth.Principal
-    ) -> AsyncIterator[bytes]:
+    async def _stream(self, request: Request) -> AsyncIterator[bytes]:
         sent_digest = ""
         quiet_since = time.monotonic()
         # The browser reconnects after this many milliseconds if the line drops.
         yield f"retry: {int(self.interval_seconds * 1000)}\n\n".encode()
         while not await request.is_disconnected():
-            event = await self.snapshot_event(principal)
-            digest = hashlib.sha256(event).hexdigest()
+            principal, _ = await auth.authenticate(self.runtime, request)
+            if principal is None or not principal.can("view"):
+                yield SIGNED_OUT
+                return
+            overview = await self.overview(principal)
+            digest = data_digest(overview)
             if digest != sent_digest:
                 sent_digest, quiet_since = digest, time.monotonic()
-                yield event
+                yield self.snapshot_event(overview)
             elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
                 quiet_since = time.monotonic()
                 yield b": still here\n\n"
             await asyncio.sleep(self.interval_seconds)
+
+
+def data_digest(overview: dict[str, Any]) -> str:
+    """A digest of the overview's data; equal data, equal digest."""
+    data = orjson.dumps(overview, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(data).hexdigest()

@@ -59,6 +59,11 @@ def when(seconds: float | None) -> str:
     return task_rules.readable_time(seconds) or "—"
 
 
+def iso(seconds: float | None) -> str:
+    """A moment in ISO 8601, UTC, for a ``<time datetime>`` attribute."""
+    return task_rules.iso_time(seconds) or ""
+
+
 def ago(seconds: float | None, now: float | None = None) -> str:
     """How long ago a moment was, in words: 30 s ago, 2 min ago, 3 h ago."""
     if seconds is None:
@@ -104,7 +109,7 @@ ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENVIRONMENT.filters.update(
-    when=when, ago=ago, duration=duration, json=pretty_json, scrub=scrub
+    when=when, ago=ago, iso=iso, duration=duration, json=pretty_json, scrub=scrub
 )
 
 

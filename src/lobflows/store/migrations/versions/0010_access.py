@@ -1,4 +1,4 @@
-"""access control: users, api_tokens, audit_log
+"""access control: users, api_tokens, web_sessions, audit_log
 
 Revision ID: 0010
 Revises: 0009
@@ -52,6 +52,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", time, nullable=False),
+        sa.Column("last_seen_at", time, nullable=False),
+        sa.Column("ended_at", time, nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_web_sessions_user_id"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
+    )
+    op.create_index("ix_web_sessions_user_id", "web_sessions", ["user_id"])
+    op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("at", time, nullable=False),
@@ -72,6 +88,8 @@ def downgrade() -> None:
     op.drop_index("ix_audit_log_action_id", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_id", table_name="audit_log")
     op.drop_table("audit_log")
+    op.drop_index("ix_web_sessions_user_id", table_name="web_sessions")
+    op.drop_table("web_sessions")
     op.drop_index("ix_api_tokens_user_id", table_name="api_tokens")
     op.drop_table("api_tokens")
     op.drop_table("users")
