@@ -30,6 +30,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def sqlite_store_url(tmp_path: Path) -> str:
+    """A SQLite run store, for tests of the command line and the web that
+    behave alike on either store (the stores are compared where they differ)."""
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+@pytest.fixture
 async def store(store_url: str) -> AsyncIterator[RunStore]:
     run_store = RunStore(store_url)
     await run_store.migrate()

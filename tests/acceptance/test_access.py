@@ -33,6 +33,11 @@ steps:
 """
 
 
+@pytest.fixture
+def store_url(sqlite_store_url: str) -> str:
+    return sqlite_store_url
+
+
 def users(env: dict[str, str], *args: str, stdin: str | None = None):
     return subprocess.run(
         [sys.executable, "-m", "lobflows", "users", *args],

@@ -31,6 +31,11 @@ steps:
 """
 
 
+@pytest.fixture
+def store_url(sqlite_store_url: str) -> str:
+    return sqlite_store_url
+
+
 async def test_dlq_replay_and_discard_are_audited_with_the_cli_actor(
     store_url: str, store: RunStore, tmp_path: Path
 ):

@@ -16,6 +16,11 @@ QUOTE = support.REPO / "tests" / "flows" / "quote"
 VALUE, ROTATED = "quote-key-canary-0001", "quote-key-canary-0002"
 
 
+@pytest.fixture
+def store_url(sqlite_store_url: str) -> str:
+    return sqlite_store_url
+
+
 def secrets_cli(
     env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:

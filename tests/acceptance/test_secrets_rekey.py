@@ -129,6 +129,8 @@ async def test_rekey_with_a_wrong_current_key_leaves_the_store_unchanged(
     }
 
 
+# Refused before the store is touched: one kind of store is enough.
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
     ("new_key", "phrase"),
     [

@@ -337,6 +337,12 @@ async def test_map_and_connections_show_health_limits_and_breaker(
     assert 'data-testid="connection-shop"' in listed.text
     assert 'data-breaker="closed"' in listed.text
     assert "50.0/s (burst 5)" in listed.text
+    assert "not checked yet" in listed.text
+
+    await runtime.monitor.checker.run_due(force=True)
+    checked = await browser.get("/connections")
+    assert "not checked yet" not in checked.text
+    assert " answered " in checked.text
 
 
 async def test_each_page_asks_for_its_permission(
