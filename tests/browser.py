@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,14 +80,7 @@ def add_user(
         args += ["--role", role]
     if email is not None:
         args += ["--email", email]
-    added = subprocess.run(
-        [sys.executable, "-m", "lobflows", *args],
-        env={**env, "COLUMNS": "200"},
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    added = support.cli(env, *args, stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stdout + added.stderr
 
 

@@ -42,13 +42,19 @@ def free_port() -> int:
 
 
 def cli(
-    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60
+    env: dict[str, str],
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``lobflows`` command as a user would, wide enough not to wrap."""
+    """Run the ``lobflows`` command as a user would, wide enough not to wrap;
+    `stdin` is what the user types or pipes in."""
     return subprocess.run(
         [sys.executable, "-m", "lobflows", *args],
         env={**env, "COLUMNS": "200"},
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -38,15 +37,10 @@ def store_url(sqlite_store_url: str) -> str:
     return sqlite_store_url
 
 
-def users(env: dict[str, str], *args: str, stdin: str | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "lobflows", "users", *args],
-        env={**env, "COLUMNS": "200"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def users(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return support.cli(env, "users", *args, stdin=stdin)
 
 
 @pytest.fixture

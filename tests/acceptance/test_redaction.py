@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -129,14 +127,7 @@ def test_no_canary_appears_in_logs_rows_answers_pages_or_errors(tmp_path: Path):
         LOBFLOWS_API_TOKEN=API_TOKEN,
         LOBFLOWS_LOG_LEVEL="DEBUG",
     )
-    stored = subprocess.run(
-        [sys.executable, "-m", "lobflows", "secrets", "set", "api-token"],
-        env=env,
-        input=VAULT_CANARY,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    stored = support.cli(env, "secrets", "set", "api-token", stdin=VAULT_CANARY)
     assert stored.returncode == 0, stored.stderr
     target = Target()
     texts = [stored.stdout, stored.stderr]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,7 @@ def store_url(sqlite_store_url: str) -> str:
 def secrets_cli(
     env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lobflows", "secrets", *args],
-        env={**env, "COLUMNS": "200"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return support.cli(env, "secrets", *args, stdin=stdin)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in one transaction, or none does."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,7 @@ ROTATED = "erp-canary-0003"
 def secrets_cli(
     env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lobflows", "secrets", *args],
-        env={**env, "COLUMNS": "200"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return support.cli(env, "secrets", *args, stdin=stdin)
 
 
 @pytest.fixture

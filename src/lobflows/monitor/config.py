@@ -352,7 +352,10 @@ def _problems(
         )
         problems.append(
             errors.Problem(
-                path=path, line=line, field=_dotted(location), message=_message(error)
+                path=path,
+                line=line,
+                field=_dotted(location),
+                message=loader.validation_message(error),
             )
         )
     return problems
@@ -368,18 +371,3 @@ def _field_name(part: Any) -> Any:
         "down_after_seconds": "down_after",
         "with_": "with",
     }.get(part, part)
-
-
-def _message(error: Any) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "missing":
-        return "is required but missing"
-    if kind == "extra_forbidden":
-        return "is not a known field here"
-    if kind == "literal_error":
-        return message.replace("Input should be", "expected")
-    if message.startswith("Value error, "):
-        return message[len("Value error, ") :]
-    got = error.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-    return message[:1].lower() + message[1:] + shown

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from lobflows.monitor.config import Checks, MonitorConfig
 from lobflows.spec.models import Expectations
@@ -70,6 +71,28 @@ class Health:
     @property
     def is_healthy(self) -> bool:
         return self.status == "healthy"
+
+    @classmethod
+    def measured(
+        cls, subject: str, name: str, verdict: Verdict, figures: Figures, **own: Any
+    ) -> Health:
+        """The health a verdict gives, with the figures behind it; `own` holds
+        the fields of one subject (a connection's check, a flow's own status)."""
+        fields: dict[str, Any] = {
+            "subject": subject,
+            "name": name,
+            "status": verdict.status,
+            "reasons": verdict.reasons,
+            "runs_today": figures.runs_today,
+            "errors_today": figures.errors_today,
+            "error_rate": figures.error_rate,
+            "p50_seconds": percentile(figures.durations, 0.50),
+            "p95_seconds": percentile(figures.durations, 0.95),
+            "backlog": figures.backlog,
+            "last_run_at": figures.last_run_at,
+            "last_success_at": figures.last_success_at,
+        }
+        return cls(**{**fields, **own})
 
 
 @dataclass(frozen=True)

@@ -291,18 +291,11 @@ class Monitor:
         last_success = figures.last_success_at
         if checked and record.last_ok_at is not None:
             last_success = max(last_success or 0.0, record.last_ok_at)
-        return health.Health(
-            subject="connection",
-            name=name,
-            status=verdict.status,
-            reasons=verdict.reasons,
-            runs_today=figures.runs_today,
-            errors_today=figures.errors_today,
-            error_rate=figures.error_rate,
-            p50_seconds=health.percentile(figures.durations, 0.50),
-            p95_seconds=health.percentile(figures.durations, 0.95),
-            backlog=figures.backlog,
-            last_run_at=figures.last_run_at,
+        return health.Health.measured(
+            "connection",
+            name,
+            verdict,
+            figures,
             last_success_at=last_success,
             breaker=breaker,
             last_check_at=record.checked_at if checked else None,
@@ -331,21 +324,8 @@ class Monitor:
             found = connections.get(connection)
             if found is not None and found.status in ("degraded", "down"):
                 verdict.add(found.status, f"connection {connection} is {found.status}")
-        return health.Health(
-            subject="flow",
-            name=name,
-            status=verdict.status,
-            reasons=verdict.reasons,
-            runs_today=figures.runs_today,
-            errors_today=figures.errors_today,
-            error_rate=figures.error_rate,
-            p50_seconds=health.percentile(figures.durations, 0.50),
-            p95_seconds=health.percentile(figures.durations, 0.95),
-            backlog=figures.backlog,
-            last_run_at=figures.last_run_at,
-            last_success_at=figures.last_success_at,
-            own_status=own_status,
-            connections=used,
+        return health.Health.measured(
+            "flow", name, verdict, figures, own_status=own_status, connections=used
         )
 
     # -- the loop ------------------------------------------------------

@@ -589,7 +589,7 @@ def _problems(
                 path=path,
                 line=_nearest_line(location, lines),
                 field=_dotted(location),
-                message=_message(error),
+                message=validation_message(error),
             )
         )
     return problems
@@ -647,7 +647,8 @@ def _dotted(location: Location) -> str:
     return text
 
 
-def _message(error: Any) -> str:
+def validation_message(error: Any) -> str:
+    """One pydantic error as a short phrase that follows the field's name."""
     kind, message = error["type"], error["msg"]
     if kind == "missing":
         return "is required but missing"
