@@ -9,6 +9,7 @@ instance of it (base URL, auth secret, limits), declared once in
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -118,6 +119,19 @@ class Translated:
         translated = self.translate(exc, connection=self.connection, doing=self.doing)
         if translated is not None:
             raise translated from exc
+
+
+def raise_if_cancelled() -> None:
+    """Stop the current task if it was cancelled and the cancel got lost.
+
+    On Python 3.11 ``asyncio.wait_for`` returns its result and drops the
+    cancel when the awaited call finishes at the same moment; client
+    libraries (redis, nats) call it on every command. A consume loop that
+    runs until cancelled calls this once per turn so that it still stops.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def parse_params(

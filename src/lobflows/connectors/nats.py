@@ -230,7 +230,9 @@ class NatsConnector(base.Connector):
                     batch=s.batch_size, timeout=s.fetch_wait_seconds
                 )
             except nats.errors.TimeoutError:
+                base.raise_if_cancelled()
                 continue  # nothing arrived while waiting
+            base.raise_if_cancelled()
             for index, message in enumerate(messages):
                 try:
                     await self._take(message, deliver, queue=queue, topic=topic)

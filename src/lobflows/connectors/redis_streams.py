@@ -198,6 +198,7 @@ class RedisStreamConnector(base.Connector):
                 count=s.batch_size,
                 block=s.block_ms,
             )
+            base.raise_if_cancelled()
             for _, entries in replies or []:
                 await self._take_all(client, entries, deliver, stream, group, topic)
             if loop.time() >= next_claim:

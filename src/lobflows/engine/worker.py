@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 
+from lobflows.connectors.base import raise_if_cancelled
 from lobflows.engine.runs import Engine
 from lobflows.store import RunRecord
 
@@ -137,6 +138,7 @@ class Worker:
                 log.exception(
                     "Lease renewal failed", extra={"event": "lease_renewal_failed"}
                 )
+            raise_if_cancelled()
 
     async def _drain(self) -> None:
         if not self._tasks:

@@ -254,6 +254,51 @@ async def test_a_failed_delivery_leaves_the_entry_pending_for_the_next_start(
     assert len(seen) == 1 and seen[0].startswith(f"redis:{stream}:")
 
 
+class LosesOneCancel:
+    """A real client whose next read, once cancelled, returns as if it
+    had finished: what ``asyncio.wait_for`` does on Python 3.11 when the
+    cancel and the reply arrive together."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.client.xreadgroup(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.lost += 1
+            return []
+
+
+async def test_a_consumer_stops_on_cancel_even_when_the_client_loses_it(
+    server: Any, stream: str
+):
+    settings = redis_streams.RedisStreamSettings(url=REDIS_URL, block_ms=1000)
+    connector = redis_streams.RedisStreamConnector("bus", settings, SecretStore())
+    client = LosesOneCancel(await connector._connect())
+    await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+
+    async def deliver(event: Any) -> None:
+        raise AssertionError("nothing to deliver")
+
+    task = asyncio.create_task(
+        connector._read_forever(client, deliver, stream, GROUP, "t")
+    )
+    try:
+        await asyncio.sleep(0.2)  # inside the blocking read
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=10)
+    finally:
+        await client.aclose()
+
+    assert client.lost == 1
+    assert done == {task} and task.cancelled()
+
+
 async def test_publish_to_a_key_of_another_type_fails_without_retry(
     runtime: Runtime, server: Any, stream: str
 ):
