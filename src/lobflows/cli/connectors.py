@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lobflows import errors
 from lobflows.cli import common as cli
+from lobflows.connectors import base
 from lobflows.connectors.base import connector_classes
 from lobflows.connectors.limits import Limits
 
@@ -108,7 +109,12 @@ def _settings_table(model: Any, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("setting", "type", "default", "description"):
         table.add_column(column, overflow="fold")
-    for name, field in model.model_fields.items():
+    # A connector's own settings first, then the ones every network connection has.
+    fields = sorted(
+        model.model_fields.items(),
+        key=lambda item: item[0] in base.NetworkSettings.model_fields,
+    )
+    for name, field in fields:
         shown = field.alias or name
         default = (
             "required"

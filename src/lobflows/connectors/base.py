@@ -61,6 +61,21 @@ class Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
 
+class NetworkSettings(Settings):
+    """Base of the settings of a connection that reaches a server: how long
+    to wait for it, and which private networks the address guard lets
+    through."""
+
+    timeout_seconds: float = pydantic.Field(
+        default=30.0,
+        gt=0,
+        description="Limit for connecting and each call, in seconds.",
+    )
+    allow_networks: list[str] = pydantic.Field(
+        default_factory=list, description="CIDRs exempt from the address guard."
+    )
+
+
 class Connector:
     """Base class: subclasses set `kind`, `settings_model` and `actions`."""
 

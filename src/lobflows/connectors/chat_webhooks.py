@@ -34,12 +34,13 @@ ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 _TEAMS_FAILED_PREFIX = "webhook message delivery failed"
 
 
-class ChatWebhookSettings(base.Settings):
+class ChatWebhookSettings(base.NetworkSettings):
     url_secret: str = pydantic.Field(
         description="Secret holding the incoming-webhook URL."
     )
-    timeout_seconds: float = pydantic.Field(default=15.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(default_factory=list)
+    timeout_seconds: float = pydantic.Field(
+        default=15.0, gt=0, description="Limit for each request, in seconds."
+    )
 
 
 class TeamsWebhookSettings(ChatWebhookSettings):

@@ -32,13 +32,11 @@ from lobflows.connectors import _http, base
 logger = logging.getLogger(__name__)
 
 
-class ErpnextSettings(base.Settings):
+class ErpnextSettings(base.NetworkSettings):
     base_url: pydantic.HttpUrl
     auth_secret: str = pydantic.Field(
         description="Secret holding 'api_key:api_secret'."
     )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(default_factory=list)
 
 
 MAX_PAGE_LENGTH = 1000

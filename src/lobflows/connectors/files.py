@@ -98,7 +98,7 @@ class SftpSettings(pydantic.BaseModel):
         return self
 
 
-class FilesSettings(base.Settings):
+class FilesSettings(base.NetworkSettings):
     folder: str | None = pydantic.Field(
         default=None, description="A local folder, the root of every path."
     )
@@ -107,10 +107,6 @@ class FilesSettings(base.Settings):
     )
     max_read_bytes: int = pydantic.Field(
         default=50 * 1024 * 1024, gt=0, description="Largest file read, in bytes."
-    )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.model_validator(mode="after")

@@ -49,14 +49,10 @@ class Auth(base.Settings):
         return self
 
 
-class HttpSettings(base.Settings):
+class HttpSettings(base.NetworkSettings):
     base_url: pydantic.HttpUrl
     auth: Auth | None = None
     headers: dict[str, str] = pydantic.Field(default_factory=dict)
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
-    )
 
 
 class RequestParams(pydantic.BaseModel):

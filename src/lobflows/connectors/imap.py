@@ -55,7 +55,7 @@ _UID = re.compile(rb"UID (\d+)")
 _MAX_UID = 2**32 - 1
 
 
-class ImapSettings(base.Settings):
+class ImapSettings(base.NetworkSettings):
     host: str
     port: int = pydantic.Field(
         default=993, gt=0, lt=65536, description="993 for tls, 143 otherwise."
@@ -69,10 +69,6 @@ class ImapSettings(base.Settings):
         description="Secret holding the IMAP password."
     )
     mailbox: str = pydantic.Field(default="INBOX", description="Mailbox to read.")
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
-    )
 
     @pydantic.field_validator("mailbox")
     @classmethod

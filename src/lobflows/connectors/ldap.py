@@ -98,7 +98,7 @@ POSIX_ATTRIBUTES = ("uidNumber", "gidNumber", "homeDirectory", "loginShell")
 Values = list[str]
 
 
-class LdapSettings(base.Settings):
+class LdapSettings(base.NetworkSettings):
     url: str = pydantic.Field(
         description="Server URL, 'ldap://host:389' or 'ldaps://host:636'."
     )
@@ -125,9 +125,6 @@ class LdapSettings(base.Settings):
     )
     timeout_seconds: float = pydantic.Field(
         default=30.0, gt=0, description="Limit for connecting and each operation."
-    )
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.field_validator("url")

@@ -52,7 +52,7 @@ MSG_ID_PROPERTY = "msg_id"
 REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8C, 0x95}
 
 
-class MqttSettings(base.Settings):
+class MqttSettings(base.NetworkSettings):
     host: str = pydantic.Field(min_length=1, description="Broker name or address.")
     port: int = pydantic.Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -67,10 +67,6 @@ class MqttSettings(base.Settings):
         "its QoS 1 messages while it is away.",
     )
     keepalive_seconds: int = pydantic.Field(default=60, ge=5)
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
-    )
 
 
 class PublishParams(pydantic.BaseModel):

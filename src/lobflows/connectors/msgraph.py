@@ -31,7 +31,7 @@ _DUPLICATE_UPN = "same value for property userPrincipalName"
 _RETRYABLE_CODES = frozenset({"Directory_ConcurrencyViolation"})
 
 
-class MsGraphSettings(base.Settings):
+class MsGraphSettings(base.NetworkSettings):
     base_url: pydantic.HttpUrl = pydantic.Field(
         default=pydantic.HttpUrl("https://graph.microsoft.com/v1.0"),
         description="Graph root with its version.",
@@ -44,10 +44,6 @@ class MsGraphSettings(base.Settings):
         description="Name of the secret holding the client secret."
     )
     scope: str = DEFAULT_SCOPE
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
-    )
 
 
 class _Params(pydantic.BaseModel):

@@ -47,7 +47,7 @@ DEFAULT_PORT = 4222
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-class NatsSettings(base.Settings):
+class NatsSettings(base.NetworkSettings):
     url: str = pydantic.Field(
         description="nats:// or tls:// URL without credentials, "
         "e.g. nats://bus.example.com:4222."
@@ -72,10 +72,6 @@ class NatsSettings(base.Settings):
         gt=0,
         description="Ack wait of a consumer this connection creates: how long "
         "before an unacknowledged message is delivered again.",
-    )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.field_validator("url")

@@ -34,7 +34,7 @@ Deliver = Callable[[events.Event], Awaitable[Any]]
 DEFAULT_PORT = 5672
 
 
-class RabbitmqSettings(base.Settings):
+class RabbitmqSettings(base.NetworkSettings):
     url: str | None = pydantic.Field(
         default=None,
         description="amqp:// or amqps:// URL without a password, "
@@ -49,10 +49,6 @@ class RabbitmqSettings(base.Settings):
     )
     prefetch: int = pydantic.Field(
         default=10, ge=1, le=1000, description="Unacknowledged messages per consumer."
-    )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.model_validator(mode="after")

@@ -46,7 +46,7 @@ BODY_FIELD = "body"
 MSG_ID_FIELD = "msg_id"
 
 
-class RedisStreamSettings(base.Settings):
+class RedisStreamSettings(base.NetworkSettings):
     url: str = pydantic.Field(
         description="redis:// or rediss:// URL without a password, "
         "e.g. redis://flows@cache.example.com:6379/0."
@@ -68,10 +68,6 @@ class RedisStreamSettings(base.Settings):
         gt=0,
         description="Entries pending this long (a consumer died) are claimed "
         "and delivered again; also how often the consumer looks for them.",
-    )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.field_validator("url")

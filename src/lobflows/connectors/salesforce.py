@@ -30,7 +30,7 @@ RETRYABLE_CODES = frozenset(
 MAX_COLLECTION_RECORDS = 200
 
 
-class SalesforceSettings(base.Settings):
+class SalesforceSettings(base.NetworkSettings):
     instance_url: pydantic.HttpUrl = pydantic.Field(
         description="e.g. https://example.my.salesforce.com"
     )
@@ -43,10 +43,6 @@ class SalesforceSettings(base.Settings):
     client_id: str = pydantic.Field(min_length=1, description="Consumer key.")
     secret: str = pydantic.Field(
         description="Name of the secret holding the consumer secret."
-    )
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
 

@@ -22,12 +22,13 @@ from lobflows.connectors import _http, base
 from lobflows.secrets import redactor
 
 
-class SlackWebhookSettings(base.Settings):
+class SlackWebhookSettings(base.NetworkSettings):
     url_secret: str = pydantic.Field(
         description="Secret holding the incoming-webhook URL."
     )
-    timeout_seconds: float = pydantic.Field(default=15.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(default_factory=list)
+    timeout_seconds: float = pydantic.Field(
+        default=15.0, gt=0, description="Limit for each request, in seconds."
+    )
 
 
 class PostParams(pydantic.BaseModel):
@@ -122,15 +123,16 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-class SlackSettings(base.Settings):
+class SlackSettings(base.NetworkSettings):
     base_url: str = pydantic.Field(
         default=DEFAULT_API_URL, description="Web API base URL, without the method."
     )
     token_secret: str = pydantic.Field(
         description="Secret holding the bot token (xoxb-...)."
     )
-    timeout_seconds: float = pydantic.Field(default=15.0, gt=0)
-    allow_networks: list[str] = pydantic.Field(default_factory=list)
+    timeout_seconds: float = pydantic.Field(
+        default=15.0, gt=0, description="Limit for each request, in seconds."
+    )
 
     @pydantic.field_validator("base_url")
     @classmethod

@@ -27,7 +27,7 @@ _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _MAX_FILENAME_CHARS = 120
 
 
-class SmtpSettings(base.Settings):
+class SmtpSettings(base.NetworkSettings):
     host: str
     port: int = pydantic.Field(default=587, gt=0, lt=65536)
     security: Literal["none", "starttls", "tls"] = pydantic.Field(
@@ -38,11 +38,7 @@ class SmtpSettings(base.Settings):
         default=None, description="Secret holding the SMTP password."
     )
     from_address: str = pydantic.Field(alias="from", description="Default sender.")
-    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
     message_id_domain: str = pydantic.Field(default="lobflows.local")
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
-    )
     max_attachment_bytes: int = pydantic.Field(
         default=10 * 1024 * 1024,
         gt=0,

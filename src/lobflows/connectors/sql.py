@@ -110,7 +110,7 @@ _RETRYABLE_MYSQL_CODES = frozenset(
 _TRANSPORT_MYSQL_CODES = frozenset({2002, 2003, 2006, 2013, 2055})
 
 
-class SqlSettings(base.Settings):
+class SqlSettings(base.NetworkSettings):
     url: str = pydantic.Field(
         description="Database URL without a password, e.g. "
         "'postgresql://flows@db:5432/shop' or 'mysql+pymysql://flows@db/shop'.",
@@ -125,9 +125,6 @@ class SqlSettings(base.Settings):
         default=30.0,
         gt=0,
         description="Limit for connecting and for each statement, in seconds.",
-    )
-    allow_networks: list[str] = pydantic.Field(
-        default_factory=list, description="CIDRs exempt from the address guard."
     )
 
     @pydantic.field_validator("url")
