@@ -135,14 +135,26 @@ def order_service() -> Iterator[OrderService]:
 @pytest.fixture
 def orders(tmp_path: Path, order_service: OrderService) -> Iterator[Served]:
     """The order flow served, an operator olga and a viewer vic."""
+    users = [("olga", ["operator"], None), ("vic", ["viewer"], None)]
+    yield from served(tmp_path, order_flows(tmp_path, order_service), users)
+
+
+@pytest.fixture
+def admins(tmp_path: Path, order_service: OrderService) -> Iterator[Served]:
+    """The order flow served with one admin, ada, and nobody else."""
+    users = [("ada", ["admin"], None)]
+    yield from served(tmp_path, order_flows(tmp_path, order_service), users)
+
+
+def order_flows(tmp_path: Path, order_service: OrderService) -> Path:
+    """A flows folder with the order flow and its connection to the service."""
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "push-orders.yaml").write_text(ORDERS_FLOW)
     (flows / "connections.yaml").write_text(
         f"connections:\n  shop: {{type: http, base_url: '{order_service.url}'}}\n"
     )
-    users = [("olga", ["operator"], None), ("vic", ["viewer"], None)]
-    yield from served(tmp_path, flows, users)
+    return flows
 
 
 @pytest.fixture
@@ -415,6 +427,59 @@ async def test_a_viewer_cannot_replay_and_a_forged_form_is_refused(
         assert order_service.accepted == []
     finally:
         await store.close()
+
+
+async def test_an_admin_adds_an_operator_who_signs_in_and_uses_a_new_token(
+    admins: Served, shots: browser.Screenshots
+):
+    new_password = "omar's long password"
+    async with browser.chromium() as chromium:
+        admin = await browser.new_context(chromium, admins.server.url)
+        page = await admin.new_page()
+        await browser.sign_in(page, "ada", path="/users")
+        await page.get_by_test_id("user-name").fill("omar")
+        await page.get_by_test_id("user-email").fill("omar@example.com")
+        await page.get_by_test_id("role-operator").check()
+        await page.get_by_test_id("user-password").fill(new_password)
+        await page.get_by_test_id("user-confirm").fill(new_password)
+        await shots.take(page, "add-user-form")
+        await page.get_by_test_id("user-add").click()
+        await page.wait_for_url(re.compile(r"/users/omar\?done=added$"))
+        await expect(page.get_by_test_id("user-notice")).to_have_text("User added.")
+
+        await page.get_by_test_id("token-label").fill("reporting")
+        await page.get_by_test_id("token-create").click()
+        token = await page.get_by_test_id("new-token-value").inner_text()
+        await shots.take(page, "token-shown-once")
+        await admin.close()
+
+        # The new operator signs in with the password the admin chose.
+        operator = await browser.new_context(chromium, admins.server.url)
+        page = await operator.new_page()
+        await page.goto("/login")
+        await page.get_by_label("User name").fill("omar")
+        await page.get_by_label("Password").fill(new_password)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_test_id("signed-in-user")).to_contain_text("omar")
+        await expect(page.get_by_test_id("nav-dead-letters")).to_have_count(1)
+        await expect(page.get_by_test_id("nav-users")).to_have_count(0)
+        await shots.take(page, "operator-signed-in")
+        await operator.close()
+
+    # The token acts as omar, an operator, on the REST API.
+    with httpx.Client(base_url=admins.server.url) as api:
+        listed = api.get(
+            "/api/dead-letters", headers={"Authorization": f"Bearer {token.strip()}"}
+        )
+    assert listed.status_code == 200
+    store = RunStore(admins.store_url)
+    try:
+        omar = await store.find_user("omar")
+        actions = [e.action for e in await store.audit_entries(actor="ada")]
+    finally:
+        await store.close()
+    assert omar.roles == ("operator",) and omar.email == "omar@example.com"
+    assert {"user_add", "token_create"} <= set(actions)
 
 
 async def post_form(page: Page, action: str) -> int:

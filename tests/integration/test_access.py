@@ -894,11 +894,11 @@ async def test_unknown_pages_are_not_found_for_a_signed_in_person(runtime: Runti
         html = {"Accept": "text/html"}
         favicon = await client.get("/favicon.ico")
         page = await client.get("/nonexistent", headers=html)
-        users = await client.get("/users")
+        reports = await client.get("/reports")
         webhook = await client.get("/hooks/order")
 
     assert favicon.status_code == 404 and "error" in favicon.json()
     assert page.status_code == 404 and "<h1>404</h1>" in page.text
     assert page.headers["content-type"].startswith("text/html")
-    assert users.status_code == 404 and "allow" not in users.headers
+    assert reports.status_code == 404 and "allow" not in reports.headers
     assert webhook.status_code == 405 and webhook.headers["allow"] == "POST"

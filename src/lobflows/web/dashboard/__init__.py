@@ -13,6 +13,7 @@ server-sent events (``/events``) and a small script of our own.
     /connections            health, limits and breaker of each connection
     /secrets                the secret inventory, without values
     /audit                  who did what, when
+    /users                  users, their roles and API tokens (admins)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lobflows.web.dashboard.dead_letters import DeadLetterPages
 from lobflows.web.dashboard.inbox import InboxPages
 from lobflows.web.dashboard.live import LiveUpdates
 from lobflows.web.dashboard.runs import RunPages
+from lobflows.web.dashboard.users import UserPages
 from lobflows.web.dashboard.views import Views
 
 
@@ -36,6 +38,7 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
     letters = DeadLetterPages(runtime, runs)
     inbox = InboxPages(runtime)
     live = LiveUpdates(runtime)
+    users = UserPages(runtime)
     page = render.page
     return [
         Route("/", page(views.overview), methods=["GET"]),
@@ -64,5 +67,15 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/connections", page(views.connections), methods=["GET"]),
         Route("/secrets", page(views.secrets), methods=["GET"]),
         Route("/audit", page(views.audit), methods=["GET"]),
+        Route("/users", page(users.index), methods=["GET"]),
+        Route("/users", page(users.add), methods=["POST"]),
+        Route("/users/{name}", page(users.show), methods=["GET"]),
+        Route("/users/{name}/roles", page(users.set_roles), methods=["POST"]),
+        Route("/users/{name}/password", page(users.set_password), methods=["POST"]),
+        Route("/users/{name}/tokens", page(users.create_token), methods=["POST"]),
+        Route(
+            "/users/{name}/tokens/revoke", page(users.revoke_token), methods=["POST"]
+        ),
+        Route("/users/{name}/remove", page(users.remove), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=render.STATIC), name="static"),
     ]

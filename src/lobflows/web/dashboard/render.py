@@ -41,6 +41,7 @@ NAVIGATION = (
     ("/connections", "Connections", "view"),
     ("/secrets", "Secrets", "secrets"),
     ("/audit", "Audit", "admin"),
+    ("/users", "Users", "admin"),
 )
 
 # Pages hold CSRF tokens and run data: keep them out of shared caches and frames.
