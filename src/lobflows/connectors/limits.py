@@ -13,17 +13,19 @@ Every connection may declare ``limits`` in connections.yaml::
         cool_down_seconds: 30   # how long an open breaker fails calls fast
 
 Concurrency and rate are kept in the run store, so all workers on all hosts
-share them; a call waits for a slot instead of failing. The breaker is kept
-per process: after `failures_to_open` failures in a row that say the system
-is unwell (timeouts, refused connections, 5xx; not 429, which says when to
-come back), calls fail fast without
-reaching it until the cool-down ends; then one call probes, and its success
-closes the breaker again.
+share them; a call waits for a slot instead of failing. The breaker acts per
+process: after `failures_to_open` failures in a row that say the system is
+unwell (timeouts, refused connections, 5xx; not 429, which says when to come
+back), calls fail fast without reaching it until the cool-down ends; then
+one call probes, and its success closes the breaker again. Each change of a
+breaker's state is written to the store, so every process shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +35,8 @@ from typing import Any
 import pydantic
 
 from lobflows import errors
+
+log = logging.getLogger(__name__)
 
 # How long a slot stays held if its process dies without giving it back.
 SLOT_LEASE_SECONDS = 300.0
@@ -135,8 +139,11 @@ class Limiter:
     ) -> AsyncIterator[None]:
         """Wait for the connection's slot and rate, run the call, feed the breaker."""
         breaker = self.breaker(connection, limits)
+        was = breaker.state
         breaker.before_call(connection, self.now())
+        await self._publish(connection, breaker, was)
         slot = await self._wait_for_capacity(connection, limits, timeout_seconds)
+        was = breaker.state
         try:
             yield
         except BaseException as exc:
@@ -145,8 +152,33 @@ class Limiter:
         else:
             breaker.after_call(self.now(), unwell=False)
         finally:
-            if slot is not None:
-                await self.store.release_slot(slot)
+            try:
+                if slot is not None:
+                    await self.store.release_slot(slot)
+            finally:
+                await self._publish(connection, breaker, was)
+
+    async def _publish(self, connection: str, breaker: Breaker, was: str) -> None:
+        """Write a change of the breaker's state to the store, for every
+        process to show; failing to write never fails the call."""
+        if breaker.state == was:
+            return
+        # The breaker runs on the engine's clock; the store keeps wall time.
+        remaining = (breaker.open_until or self.now()) - self.now()
+        try:
+            await self.store.save_breaker(
+                connection,
+                holder=self.holder,
+                state=breaker.state,
+                failures=breaker.failures,
+                open_until=time.time() + remaining,
+            )
+        except Exception as exc:
+            log.warning(
+                "Could not record the circuit breaker's state: %s",
+                exc,
+                extra={"event": "breaker_not_recorded", "connection": connection},
+            )
 
     async def _wait_for_capacity(
         self, connection: str, limits: Limits, timeout_seconds: float

@@ -19,7 +19,7 @@ Connection rules:
 - scheduled checks failing ``degraded_after_failures`` times in a row (or
   for ``degraded_after``): degraded; ``down_after_failures`` times (or for
   ``down_after``): down.
-- the circuit breaker open in this process: degraded.
+- the circuit breaker open or half-open in any process: degraded.
 - calls failing above the error rate: degraded; every call failed: down.
   Only failures of the system count (timeouts, refused connections, 429,
   5xx: what is retried); a call refused for its data counts against the
@@ -57,7 +57,7 @@ class Health:
     last_run_at: float | None = None
     last_success_at: float | None = None
     # Connections only.
-    breaker: str | None = None  # closed | open | half-open, in this process
+    breaker: str | None = None  # closed | open | half-open, worst over processes
     last_check_at: float | None = None
     check_error: str | None = None
     # What the last check said (its answer or its error), or why there is
@@ -222,7 +222,7 @@ def judge_connection(
     if check is not None:
         _judge_checks(verdict, check, config.checks, now)
     if breaker in ("open", "half-open"):
-        verdict.add("degraded", f"the circuit breaker is {breaker} in this process")
+        verdict.add("degraded", f"the circuit breaker is {breaker}")
     _judge_rate(verdict, figures, config.error_rate, config, "calls")
     return verdict
 

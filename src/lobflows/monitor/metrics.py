@@ -1,7 +1,7 @@
 """Prometheus metrics, computed from the run store at scrape time.
 
 Every process answers a scrape with the same figures, since they come from
-the store; only the circuit breaker state is this process's own.
+the store, circuit breakers included (each process records its own there).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _connection_families(snapshot: health.Snapshot) -> list[Metric]:
     connections = snapshot.connections.values()
     breaker = GaugeMetricFamily(
         "lobflows_connection_breaker_state",
-        "Circuit breaker state in this process (1 for its state).",
+        "Worst circuit breaker state over every process (1 for its state).",
         labels=["connection", "state"],
     )
     for h in connections:

@@ -14,6 +14,7 @@ from lobflows.monitor import alerts, checks, health
 from lobflows.monitor.config import MonitorConfig
 from lobflows.secrets import inventory, redactor
 from lobflows.spec import loader
+from lobflows.store.limits import worse_breaker
 
 log = logging.getLogger(__name__)
 RECENT_ERRORS_SECONDS = 86_400.0
@@ -154,7 +155,9 @@ class Monitor:
                 await self.store.open_dead_letters()
             ).items()
         }
-        breakers = self.breakers()
+        breakers = _worst_breakers(
+            await self.store.breaker_states(now), self.breakers()
+        )
         connection_health = {
             name: self._connection_health(
                 name, calls[name], check_records.get(name), breakers, now
@@ -355,3 +358,13 @@ class Monitor:
                 await asyncio.wait_for(stopping.wait(), self.config.tick_seconds)
             except TimeoutError:
                 pass
+
+
+def _worst_breakers(*views: dict[str, str]) -> dict[str, str]:
+    """Each connection's worst breaker state among the views given: the ones
+    every process recorded, and this process's own."""
+    worst: dict[str, str] = {}
+    for view in views:
+        for connection, state in view.items():
+            worst[connection] = worse_breaker(state, worst.get(connection, "closed"))
+    return worst

@@ -445,3 +445,19 @@ sa.Index(
 )
 sa.Index("ix_runs_flow_created_at", runs.c.flow, runs.c.created_at)
 sa.Index("ix_step_attempts_finished_at", step_attempts.c.finished_at)
+
+# -- circuit breakers (migration 0012) ---------------------------------
+
+connection_breakers = sa.Table(
+    "connection_breakers",
+    metadata,
+    # A breaker that is not closed, in one process (holder); a closed one has
+    # no row. Written on each change of state, read to show every process's.
+    sa.Column("connection", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(64), primary_key=True),
+    # open or half-open, as the holder last changed it.
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("open_until", Time, nullable=False),
+    sa.Column("changed_at", Time, nullable=False),
+)

@@ -121,7 +121,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _healthz(request: Request) -> JSONResponse:
-    """Up, with each connection's circuit breaker: closed, open or half-open."""
+    """Up, with this process's circuit breaker of each connection: closed,
+    open or half-open."""
     runtime = request.app.state.runtime
     breakers = runtime.engine.limiter.breakers
     states = {

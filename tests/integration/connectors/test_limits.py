@@ -154,6 +154,69 @@ async def test_a_breaker_opens_fails_fast_and_closes_after_a_good_probe(
     assert journal == ["failed", "failed", "paused", "failed", "succeeded"]
 
 
+async def test_a_breaker_open_in_a_worker_shows_in_every_other_process(
+    store_url: str, tmp_path: Path
+):
+    service = Service()
+    service.failures["/records"] = [503, 503]
+    with ServerThread(service.app()) as server:
+        folder = project(
+            tmp_path, server.url, "{failures_to_open: 2, cool_down_seconds: 30}"
+        )
+        worker = await Runtime.open(Settings(database_url=store_url), folder)
+        front = await Runtime.open(Settings(database_url=store_url), folder)
+        worker.engine.clock = clock = ManualClock(start=time.time() + 3600)
+        try:
+            await worker.engine.start_run("sync", input={}, trigger="manual")
+            await pass_once(worker)
+            clock.advance(2)
+            await pass_once(worker)  # two 503s in a row open the worker's breaker
+            opened = (await front.monitor.snapshot()).connections["svc"]
+            clock.advance(31)
+            await pass_once(worker)  # the probe succeeds and closes it
+            closed = (await front.monitor.snapshot()).connections["svc"]
+            local = front.engine.limiter.breakers
+        finally:
+            await worker.close()
+            await front.close()
+
+    assert opened.breaker == "open"
+    assert opened.status == "degraded"
+    assert "the circuit breaker is open" in opened.reasons
+    assert closed.breaker == "closed"
+    assert local == {}  # the front made no call: what it showed came from the store
+
+
+async def test_breaker_records_say_open_half_open_or_are_left_behind(store):
+    now = time.time()
+    await store.save_breaker(
+        "crm", holder="a", state="half-open", failures=5, open_until=now - 10
+    )
+    await store.save_breaker(
+        "crm", holder="b", state="open", failures=5, open_until=now + 20
+    )
+    await store.save_breaker(
+        "erp", holder="a", state="open", failures=5, open_until=now - 5
+    )
+    await store.save_breaker(
+        "old",
+        holder="gone",
+        state="open",
+        failures=5,
+        open_until=now - 3600,
+        now=now - 3630,
+    )
+    both = await store.breaker_states(now)
+    await store.save_breaker(
+        "crm", holder="b", state="closed", failures=0, open_until=now
+    )
+    one_closed = await store.breaker_states(now)
+
+    # erp's cool-down is over: its next call probes. old's process is gone.
+    assert both == {"crm": "open", "erp": "half-open"}
+    assert one_closed == {"crm": "half-open", "erp": "half-open"}
+
+
 def test_bad_limits_are_named_at_load(tmp_path: Path):
     from lobflows.connectors import base
     from lobflows.spec import loader

@@ -141,7 +141,7 @@ def test_judge_connection_is_degraded_with_an_open_breaker_and_down_when_all_cal
         health.Figures(finished=4, failed=4), None, "closed", CONFIG, now=NOW
     )
 
-    assert open_breaker.reasons == ["the circuit breaker is open in this process"]
+    assert open_breaker.reasons == ["the circuit breaker is open"]
     assert open_breaker.status == "degraded"
     assert failing.status == "down"
     assert failing.reasons == ["all 4 calls in the last 60 min failed"]

@@ -160,7 +160,6 @@ class Views:
     async def connections(self, request: Request) -> Response:
         auth.require(request, "view")
         snapshot = await self.runtime.monitor.snapshot()
-        breakers = self.runtime.engine.limiter.breakers
         rows = [
             {
                 "name": name,
@@ -168,7 +167,8 @@ class Views:
                 "health": snapshot.connections.get(name),
                 "status": _status(snapshot.connections.get(name)),
                 "limits": connection.limits,
-                "breaker": breakers[name].state if name in breakers else "closed",
+                "breaker": getattr(snapshot.connections.get(name), "breaker", None)
+                or "closed",
             }
             for name, connection in sorted(self.runtime.engine.connections.items())
         ]
