@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -159,6 +160,47 @@ async def test_a_rotation_in_another_process_is_seen_after_a_refresh(store: RunS
     await here.refresh()
 
     assert (before_refresh, here.lookup("api-token")) == (OLD, NEW)
+
+
+async def test_a_key_file_replaced_after_a_rekey_is_read_again_on_refresh(
+    store: RunStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    key_file = tmp_path_factory.mktemp("keys") / "master.key"
+    key_file.write_text(vault.new_key())
+    key_file.chmod(0o600)
+    monkeypatch.delenv(vault.MASTER_KEY_ENV)
+    monkeypatch.setenv(vault.MASTER_KEY_FILE_ENV, str(key_file))
+    running = await open_vault(store)
+    await store.add_secret("api-token", running.encrypt(OLD), rotate_every_days=None)
+    await running.refresh()
+    new_key = vault.new_key()
+
+    await vault.rekey(store, current=running.cipher, new=Fernet(new_key))
+    with pytest.raises(errors.ConfigurationError, match="does not open the vault"):
+        await running.refresh()  # the file still holds the old key
+    kept = running.lookup("api-token")
+    key_file.write_text(new_key + "\n")
+    await running.refresh()
+    elsewhere = await open_vault(store)
+    await store.rotate_secret("api-token", elsewhere.encrypt(NEW), grace_seconds=60)
+    await running.refresh()
+
+    assert kept == OLD
+    assert running.lookup("api-token") == NEW
+
+
+async def test_an_inline_master_key_is_not_replaced_on_refresh(store: RunStore):
+    running = await open_vault(store)
+    await store.add_secret("api-token", running.encrypt(OLD), rotate_every_days=None)
+    await running.refresh()
+    await vault.rekey(store, current=running.cipher, new=Fernet(vault.new_key()))
+
+    with pytest.raises(errors.ConfigurationError, match="does not open the vault"):
+        await running.refresh()
+
+    assert running.lookup("api-token") == OLD
 
 
 async def test_a_secret_removed_and_set_again_is_seen_after_a_refresh(

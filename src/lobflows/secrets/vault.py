@@ -229,9 +229,14 @@ class Vault:
 
     name = "vault"
 
-    def __init__(self, store: Any, cipher: Fernet | None) -> None:
+    def __init__(
+        self, store: Any, cipher: Fernet | None, database_url: str | None = None
+    ) -> None:
         self.store = store
         self.cipher = cipher
+        # Where the master key is read again from when it stops opening the
+        # vault: a key file replaced after `lobflows secrets rekey`.
+        self.database_url = database_url
         self._versions: dict[str, list[Version]] = {}
         # Decrypted values by (name, version, ciphertext): a refresh decrypts
         # only what is new. The ciphertext is part of the key because a
@@ -242,7 +247,7 @@ class Vault:
     async def open(cls, store: Any, database_url: str) -> Vault:
         """Read the master key and load every secret; fails on a missing or
         wrong key when the vault holds secrets."""
-        vault = cls(store, master_key(database_url))
+        vault = cls(store, master_key(database_url), database_url)
         await vault.refresh()
         return vault
 
@@ -255,7 +260,10 @@ class Vault:
                 f"the vault holds {len(names)} secret(s) ({', '.join(names)}) but no "
                 f"master key is set: set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}"
             )
-        decrypted = self._decrypt_all(records)
+        try:
+            decrypted = self._decrypt_all(records)
+        except errors.ConfigurationError as failure:
+            decrypted = self._decrypt_with_a_replaced_key(records, failure)
         versions: dict[str, list[Version]] = {}
         for record in records:
             value = decrypted[(record.name, record.version, record.ciphertext)]
@@ -270,6 +278,30 @@ class Vault:
         self._versions = versions
         # Only what the store still holds: a removed version is forgotten.
         self._decrypted = decrypted
+
+    def _decrypt_with_a_replaced_key(
+        self, records: list[Any], failure: errors.ConfigurationError
+    ) -> dict[tuple[str, int, str], str]:
+        """Decrypt with the master key read again, when its file now holds
+        another key (the vault was rekeyed and the file replaced); else raise
+        `failure`, why the key in use does not open the vault."""
+        reread = None
+        if self.database_url is not None and os.environ.get(MASTER_KEY_FILE_ENV):
+            reread = master_key(self.database_url)
+        if reread is None or (self.cipher and _same_key(self.cipher, reread)):
+            raise failure
+        kept = self.cipher, self._decrypted
+        self.cipher, self._decrypted = reread, {}
+        try:
+            decrypted = self._decrypt_all(records)
+        except errors.ConfigurationError:
+            self.cipher, self._decrypted = kept
+            raise failure from None
+        log.info(
+            "The master key was read again from its file and opens the vault",
+            extra={"event": "master_key_reloaded"},
+        )
+        return decrypted
 
     def _decrypt_all(self, records: list[Any]) -> dict[tuple[str, int, str], str]:
         decrypted: dict[tuple[str, int, str], str] = {}
