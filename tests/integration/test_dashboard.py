@@ -254,6 +254,53 @@ async def test_many_dead_letters_replay_in_the_background_and_one_is_discarded(
     assert actions.count("replay") == 2 and actions.count("discard") == 1
 
 
+async def test_a_replay_job_whose_process_stopped_is_taken_over_from_its_page(
+    runtime: Runtime, browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(dead_letters, "REPLAYS_PER_SECOND", 50.0)
+    runs = [await failed_order(runtime, sku=f"S-{i}") for i in range(3)]
+    letters = [(await runtime.store.dead_letters_of_run(r))[0].id for r in runs]
+    store = runtime.store
+    # A process replayed the first letter, noted it, and stopped.
+    stopped = await store.create_replay_job(
+        "stoppedjob01", actor="olga", letter_ids=letters, owner="gone", lease_seconds=30
+    )
+    first_run = await store.replay_dead_letter(letters[0])
+    await store.record_replay_result(
+        stopped.id,
+        {"letter": letters[0], "run_id": first_run},
+        owner="gone",
+        lease_seconds=-1,
+    )
+    # Another is still working on its job: its page only shows the progress.
+    alive = await store.create_replay_job(
+        "alivejob0001",
+        actor="olga",
+        letter_ids=letters[1:],
+        owner="alive",
+        lease_seconds=600,
+    )
+    await sign_in(browser, "olga")
+
+    watched = await browser.get(f"/dead-letters/jobs/{alive.id}")
+    deadline = time.monotonic() + 30
+    path = f"/dead-letters/jobs/{stopped.id}"
+    while 'data-finished="yes"' not in (page := await browser.get(path)).text:
+        assert time.monotonic() < deadline, page.text
+        await asyncio.sleep(0.05)
+
+    assert 'data-done="0" data-total="2"' in watched.text
+    assert (await store.replay_job(alive.id)).owner == "alive"
+    assert 'data-done="3" data-total="3"' in page.text
+    job = await store.replay_job(stopped.id)
+    assert job.owner == runtime.engine.owner
+    assert [letter for letter, _ in job.replayed] == letters
+    assert job.refused == []
+    assert [(await store.get_run(r)).status for r in runs] == ["queued"] * 3
+    audited = [e.target for e in await store.audit_entries(action="replay")]
+    assert sorted(audited) == [f"dead letter {i}" for i in letters[1:]]
+
+
 async def test_a_decision_in_the_inbox_settles_the_task_and_resumes_the_run(
     runtime: Runtime, browser: httpx.AsyncClient
 ):

@@ -345,5 +345,5 @@ async def test_schema_problem_is_none_when_current_and_names_an_old_schema(
     )
 
     assert (
-        await store.schema_problem() == "the run store schema is at 0010, expected 0012"
+        await store.schema_problem() == "the run store schema is at 0010, expected 0013"
     )

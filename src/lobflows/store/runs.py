@@ -21,6 +21,7 @@ from lobflows.store.dead_letters import DeadLetterOps
 from lobflows.store.health import HealthOps
 from lobflows.store.limits import LimitOps
 from lobflows.store.records import Attempt, RunRecord, cut_to_budget, new_run_id
+from lobflows.store.replay_jobs import ReplayJobOps
 from lobflows.store.retention import RetentionOps
 from lobflows.store.schedules import ScheduleOps
 from lobflows.store.signals import SignalOps
@@ -33,6 +34,7 @@ class RunStore(
     TaskOps,
     ScheduleOps,
     DeadLetterOps,
+    ReplayJobOps,
     RetentionOps,
     LimitOps,
     SecretOps,

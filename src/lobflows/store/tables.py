@@ -461,3 +461,23 @@ connection_breakers = sa.Table(
     sa.Column("open_until", Time, nullable=False),
     sa.Column("changed_at", Time, nullable=False),
 )
+
+# -- dashboard replay jobs (migration 0013) ----------------------------
+
+replay_jobs = sa.Table(
+    "replay_jobs",
+    metadata,
+    # Dead letters an operator chose to replay together, worked through in
+    # the background by one process at a time (owner, until lease_until).
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("letter_ids", Json, nullable=False),
+    # One entry per letter done, in order: {"letter", "run_id"} or
+    # {"letter", "refused"}.
+    sa.Column("results", Json, nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("lease_until", Time, nullable=False),
+    sa.Index("ix_replay_jobs_started_at", "started_at"),
+)

@@ -2,7 +2,9 @@
 
 Replaying many letters at once runs in the background at a bounded pace
 (`REPLAYS_PER_SECOND`), so a queue of hundreds does not hit a system that
-just recovered with all of them at once; its page shows the progress.
+just recovered with all of them at once. Its progress is kept in the store
+(lobflows.store.replay_jobs): its page shows it from any server process,
+and opening the page of a job whose process stopped takes it over.
 Every replay and discard is written to the audit log.
 """
 
@@ -12,7 +14,6 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from lobflows.runtime import Runtime
 from lobflows.secrets import redactor
 from lobflows.store import dead_letters as dead_letter_store
 from lobflows.store.records import DeadLetter
+from lobflows.store.replay_jobs import ReplayJob
 from lobflows.web import auth
 from lobflows.web.dashboard import render
 from lobflows.web.dashboard.runs import RunPages
@@ -32,31 +34,12 @@ from lobflows.web.dashboard.runs import RunPages
 log = logging.getLogger(__name__)
 
 REPLAYS_PER_SECOND = 5.0
+# How long a replay job stays with its process without news of it.
+JOB_LEASE_SECONDS = 30.0
 MAX_SELECTED = 500
 MAX_REASON_CHARS = 500
 LETTERS_SHOWN = 200
 LETTER_STATUSES = ("open", "replayed", "discarded")
-
-
-@dataclass
-class ReplayJob:
-    """Dead letters being replayed in the background, and how far it got."""
-
-    id: str
-    actor: str
-    letter_ids: list[int]
-    replayed: list[tuple[int, str]] = field(default_factory=list)
-    refused: list[tuple[int, str]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-
-    @property
-    def done(self) -> int:
-        return len(self.replayed) + len(self.refused)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.finished_at is not None
 
 
 class CorrectionError(ValueError):
@@ -131,7 +114,6 @@ class DeadLetterPages:
         self.runtime = runtime
         self.store = runtime.store
         self.runs = runs
-        self.jobs: dict[str, ReplayJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def index(self, request: Request) -> Response:
@@ -153,7 +135,7 @@ class DeadLetterPages:
             chosen_status=status,
             statuses=(*LETTER_STATUSES, "all"),
             reasons=await self._discard_reasons(),
-            jobs=sorted(self.jobs.values(), key=lambda j: -j.started_at)[:5],
+            jobs=await self.store.recent_replay_jobs(5),
             rate=REPLAYS_PER_SECOND,
         )
 
@@ -238,44 +220,73 @@ class DeadLetterPages:
         await auth.verified_form(request)
         selected = (await request.form()).getlist("letter")
         ids = _letter_ids(selected)
-        job = ReplayJob(id=uuid.uuid4().hex[:12], actor=principal.name, letter_ids=ids)
-        self.jobs[job.id] = job
-        task = asyncio.create_task(self._work(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        job = await self.store.create_replay_job(
+            uuid.uuid4().hex[:12],
+            actor=principal.name,
+            letter_ids=ids,
+            owner=self.runtime.engine.owner,
+            lease_seconds=JOB_LEASE_SECONDS,
+        )
+        self._start(job)
         return RedirectResponse(f"/dead-letters/jobs/{job.id}", status_code=303)
 
     async def job(self, request: Request) -> Response:
         auth.require(request, "operate")
-        job = self.jobs.get(request.path_params["job_id"])
+        job = await self.store.replay_job(request.path_params["job_id"])
         if job is None:
-            raise HTTPException(
-                404, "no such replay job (jobs are kept until the server restarts)"
+            raise HTTPException(404, "no such replay job")
+        if job.is_stalled(time.time()):
+            # Its process stopped: this one goes on from where it was.
+            taken = await self.store.take_over_replay_job(
+                job.id, owner=self.runtime.engine.owner, lease_seconds=JOB_LEASE_SECONDS
             )
+            if taken is not None:
+                log.info(
+                    "Took over replay job %s at %s of %s letters",
+                    taken.id,
+                    taken.done,
+                    len(taken.letter_ids),
+                    extra={"event": "replay_job_taken_over", "job": taken.id},
+                )
+                self._start(taken)
+                job = taken
         return render.render(
             request, "replay_job.html", title="Replaying dead letters", job=job
         )
 
+    def _start(self, job: ReplayJob) -> None:
+        task = asyncio.create_task(self._work(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _work(self, job: ReplayJob) -> None:
+        """Replay the job's remaining letters, writing each outcome; stop if
+        another process has taken the job over."""
         pause = 1.0 / REPLAYS_PER_SECOND
-        for index, letter_id in enumerate(job.letter_ids):
+        for index, letter_id in enumerate(job.remaining):
             if index:
                 await asyncio.sleep(pause)
+            result: dict[str, Any] = {"letter": letter_id}
             try:
                 letter = await self.store.dead_letter(letter_id)
-                run_id = await replay(self.runtime, letter, actor=job.actor)
+                result["run_id"] = await replay(self.runtime, letter, actor=job.actor)
             except errors.LobflowsError as exc:
-                job.refused.append((letter_id, redactor.redact(str(exc))))
+                result["refused"] = redactor.redact(str(exc))
             except Exception:
                 log.exception(
                     "replaying dead letter %s failed",
                     letter_id,
                     extra={"event": "dashboard_replay_failed"},
                 )
-                job.refused.append((letter_id, "failed; the server log says why"))
-            else:
-                job.replayed.append((letter_id, run_id))
-        job.finished_at = time.time()
+                result["refused"] = "failed; the server log says why"
+            still_ours = await self.store.record_replay_result(
+                job.id,
+                result,
+                owner=self.runtime.engine.owner,
+                lease_seconds=JOB_LEASE_SECONDS,
+            )
+            if not still_ours:
+                return
 
     async def _letter(self, request: Request) -> DeadLetter:
         text = request.path_params["letter_id"]
