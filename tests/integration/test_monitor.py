@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 
 from lobflows.connectors.base import build_connections
+from lobflows.connectors.limits import Limiter
+from lobflows.engine.clock import ManualClock
 from lobflows.monitor import Monitor, config, metrics
 from lobflows.secrets import SecretStore
 from lobflows.secrets.inventory import SECONDS_PER_DAY, build_inventory
@@ -52,11 +54,19 @@ def make_monitor(
     monitor_yaml: str = "",
     hook: str = "",
     secrets: SecretStore | None = None,
+    limiter: Limiter | None = None,
+    chat_limits: dict[str, float] | None = None,
 ) -> Monitor:
     flow = loader.load_flow_text(FLOW, "orders.yaml")
+    chat_settings: dict[str, object] = {
+        "type": "mattermost_webhook",
+        "url_secret": "hook",
+    }
+    if chat_limits is not None:
+        chat_settings["limits"] = chat_limits
     declared = {
         "erp": {"type": "http", "base_url": "http://127.0.0.1:9/api"},
-        "ops-chat": {"type": "mattermost_webhook", "url_secret": "hook"},
+        "ops-chat": chat_settings,
     }
     project = loader.Project(flows={"orders": flow}, connections=declared)
     connections = build_connections(declared, SecretStore({"hook": hook or "x" * 8}))
@@ -66,6 +76,7 @@ def make_monitor(
         connections=connections,
         config=config.parse(monitor_yaml, "monitor.yaml"),
         owner=owner,
+        limiter=limiter,
         secret_inventory=lambda: build_inventory(store, secrets or SecretStore()),
     )
 
@@ -255,6 +266,43 @@ async def test_alerts_fire_once_across_processes_and_resolve_once(
     assert (sum(sent), sum(again), sum(resolved)) == (1, 0, 1)
     assert texts[0].startswith("[DOWN] connection erp: 3 checks failed in a row")
     assert texts[1].startswith("[RESOLVED] connection erp: healthy again (was down")
+
+
+async def test_alerts_go_through_the_breaker_of_their_connection(
+    store: RunStore, chat: tuple[str, Starlette]
+):
+    hook, app = chat
+    app.state.chat.add_fault(503)
+    rules = """alerts:
+  rules:
+    - when: {subject: connection}
+      send: {connection: ops-chat, action: post}
+"""
+    clock = ManualClock()
+    monitor = make_monitor(
+        store,
+        owner="a",
+        monitor_yaml=rules,
+        hook=hook,
+        limiter=Limiter(store, clock.now),
+        chat_limits={"failures_to_open": 1, "cool_down_seconds": 600},
+    )
+    for _ in range(3):
+        await monitor.checker.run_due(force=True)
+
+    failed = await monitor.alerter.evaluate()  # a 503 opens the chat's breaker
+    held = await monitor.alerter.evaluate()  # not sent while it is open
+    calls_while_open = sum(app.state.chat.request_counts.values())
+    breakers = await store.breaker_states()
+    clock.advance(601)
+    sent = await monitor.alerter.evaluate()  # the cool-down is over: one probe
+
+    assert (failed, held, sent) == (0, 0, 1)
+    assert calls_while_open == 1
+    assert breakers == {"ops-chat": "open"}
+    [message] = app.state.chat.messages
+    assert message.payload["text"].startswith("[DOWN] connection erp")
+    assert await store.breaker_states() == {}
 
 
 async def test_a_dead_letter_alerts_once_per_flow(

@@ -10,6 +10,7 @@ the same rules only the one whose write lands sends.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
@@ -224,9 +225,20 @@ class Alerter:
             attempt=1,
             timeout_seconds=SEND_TIMEOUT_SECONDS,
         )
+        limiter = self.monitor.limiter
         try:
             params = templates.render_value(message, context)
-            await connection.call(send.action, params, call)
+            # Through the connection's limits and breaker, like a flow's call.
+            async with (
+                limiter.call(
+                    send.connection,
+                    connection.limits,
+                    timeout_seconds=SEND_TIMEOUT_SECONDS,
+                )
+                if limiter is not None
+                else contextlib.nullcontext()
+            ):
+                await connection.call(send.action, params, call)
         except errors.LobflowsError as exc:
             log.error(
                 "Alert not sent: %s",

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lobflows.connectors.limits import Limiter
 from lobflows.monitor import alerts, checks, health
 from lobflows.monitor.config import MonitorConfig
 from lobflows.secrets import inventory, redactor
@@ -104,7 +105,7 @@ class Monitor:
         connections: dict[str, Any],
         config: MonitorConfig,
         owner: str,
-        breakers: Callable[[], dict[str, str]] | None = None,
+        limiter: Limiter | None = None,
         secret_inventory: SecretInventory | None = None,
     ) -> None:
         self.store = store
@@ -113,7 +114,8 @@ class Monitor:
         self.config = config
         self.owner = owner
         self.usage = Usage.of(project)
-        self.breakers = breakers or dict
+        # The engine's limits and breakers, which alerts go through too.
+        self.limiter = limiter
         self.secret_inventory = secret_inventory
         # Whether this process runs a worker, for /readyz.
         self.expects_worker = False
@@ -124,16 +126,20 @@ class Monitor:
     def for_runtime(cls, runtime: Any, config: MonitorConfig) -> Monitor:
         """The monitor of a running installation: its store, flows and connections."""
         engine = runtime.engine
-        limiter = engine.limiter
         return cls(
             store=runtime.store,
             project=engine.project,
             connections=engine.connections,
             config=config,
             owner=engine.owner,
-            breakers=lambda: {n: b.state for n, b in limiter.breakers.items()},
+            limiter=engine.limiter,
             secret_inventory=_secret_inventory(runtime),
         )
+
+    def _local_breakers(self) -> dict[str, str]:
+        if self.limiter is None:
+            return {}
+        return {name: b.state for name, b in self.limiter.breakers.items()}
 
     # -- snapshot ------------------------------------------------------
 
@@ -156,7 +162,7 @@ class Monitor:
             ).items()
         }
         breakers = _worst_breakers(
-            await self.store.breaker_states(now), self.breakers()
+            await self.store.breaker_states(now), self._local_breakers()
         )
         connection_health = {
             name: self._connection_health(
