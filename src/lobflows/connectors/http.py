@@ -9,9 +9,7 @@ next-URL field, never leaving the connection's base URL.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 import urllib.parse
 from typing import Any, Literal
 
@@ -19,7 +17,7 @@ import httpx
 import pydantic
 
 from lobflows import errors
-from lobflows.connectors import _http, base
+from lobflows.connectors import _http, _oauth, base
 from lobflows.secrets import redactor
 
 
@@ -152,8 +150,6 @@ class HttpConnector(base.Connector):
 
     def __init__(self, name: str, settings: HttpSettings, secrets: Any) -> None:
         super().__init__(name, settings, secrets)
-        self._token: tuple[str, float] | None = None
-        self._token_lock = asyncio.Lock()
         self.client = _http.GuardedClient(
             connection=name,
             base_url=str(settings.base_url),
@@ -161,6 +157,20 @@ class HttpConnector(base.Connector):
             timeout_seconds=settings.timeout_seconds,
             allow_networks=settings.allow_networks,
         )
+        auth = settings.auth
+        self.credentials: _oauth.ClientCredentials | None = None
+        if auth is not None and auth.kind == "oauth2_client_credentials":
+            self.credentials = _oauth.ClientCredentials(
+                self.client,
+                secrets,
+                connection=name,
+                issuer="the OAuth2 token endpoint",
+                token_url=str(auth.token_url),
+                client_id=auth.client_id or "",
+                secret=auth.secret,
+                scope=auth.scope or None,
+                default_lifetime=300.0,
+            )
 
     async def action_request(
         self, params: dict[str, Any], context: base.CallContext
@@ -305,40 +315,9 @@ class HttpConnector(base.Connector):
         return response, body
 
     async def _auth(self, fresh: bool) -> dict[str, str]:
-        auth = self.settings.auth
-        if auth is None or auth.kind != "oauth2_client_credentials":
-            return auth_headers(auth, self.secrets)
-        async with self._token_lock:
-            now = time.monotonic()
-            if fresh or self._token is None or self._token[1] <= now:
-                self._token = await self._fetch_token(auth, now)
-        return {"Authorization": f"Bearer {self._token[0]}"}
-
-    async def _fetch_token(self, auth: Auth, now: float) -> tuple[str, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": auth.client_id or "",
-            "client_secret": self.secrets.get(auth.secret),
-        }
-        if auth.scope:
-            form["scope"] = auth.scope
-        response = await self.client.request("POST", str(auth.token_url), data=form)
-        body = _http.response_body(response)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.is_error or not isinstance(token, str):
-            reason = (
-                body.get("error") if isinstance(body, dict) else response.status_code
-            )
-            raise _http.status_error(
-                f"{self.name}: the OAuth2 token endpoint refused the client credentials ({reason})",
-                response,
-                connection=self.name,
-            )
-        redactor.register(token)
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
-        # Renewed a little early, so a token never expires in flight.
-        return token, now + max(lifetime - 30.0, lifetime / 2)
+        if self.credentials is None:
+            return auth_headers(self.settings.auth, self.secrets)
+        return {"Authorization": f"Bearer {await self.credentials.token(fresh=fresh)}"}
 
     async def close(self) -> None:
         await self.client.close()

@@ -10,8 +10,6 @@ contracts.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import urllib.parse
 from typing import Any
 
@@ -19,8 +17,7 @@ import httpx
 import pydantic
 
 from lobflows import errors
-from lobflows.connectors import _http, base, http
-from lobflows.secrets import redactor
+from lobflows.connectors import _http, _oauth, base, http
 
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 # Graph answers a membership that already exists with this 400; a retried
@@ -119,8 +116,6 @@ class MsGraphConnector(base.Connector):
 
     def __init__(self, name: str, settings: MsGraphSettings, secrets: Any) -> None:
         super().__init__(name, settings, secrets)
-        self._token: tuple[str, float] | None = None
-        self._token_lock = asyncio.Lock()
         self._base_url = str(settings.base_url).rstrip("/")
         self.client = _http.GuardedClient(
             connection=name,
@@ -128,6 +123,17 @@ class MsGraphConnector(base.Connector):
             headers={"Accept": "application/json"},
             timeout_seconds=settings.timeout_seconds,
             allow_networks=settings.allow_networks,
+        )
+        self.credentials = _oauth.ClientCredentials(
+            self.client,
+            secrets,
+            connection=name,
+            issuer="the Entra token endpoint",
+            token_url=str(settings.token_url),
+            client_id=settings.client_id,
+            secret=settings.secret,
+            scope=settings.scope,
+            default_lifetime=300.0,
         )
 
     async def action_create_user(
@@ -230,7 +236,7 @@ class MsGraphConnector(base.Connector):
         """A fresh token, then one user id (``GET /users?$top=1``); the app
         needs User.Read.All, as the ``list`` of users does."""
         context = base.check_context(self.settings.timeout_seconds)
-        await self._access_token(True)
+        await self.credentials.token(fresh=True)
         query = {"$top": "1", "$select": "id"}
         response = await self._send("GET", "/users", context, params=query)
         if not response.is_success:
@@ -254,7 +260,7 @@ class MsGraphConnector(base.Connector):
         """One call with the app token; a 401 fetches a new token once."""
         for fresh_token in (False, True):
             headers = {
-                "Authorization": f"Bearer {await self._access_token(fresh_token)}"
+                "Authorization": f"Bearer {await self.credentials.token(fresh=fresh_token)}"
             }
             response = await self.client.request(
                 method,
@@ -282,40 +288,6 @@ class MsGraphConnector(base.Connector):
         request_id = inner.get("request-id") if isinstance(inner, dict) else None
         failure.context.update(error_code=code, request_id=request_id)
         return failure
-
-    async def _access_token(self, fresh: bool) -> str:
-        async with self._token_lock:
-            now = time.monotonic()
-            if fresh or self._token is None or self._token[1] <= now:
-                self._token = await self._fetch_token(now)
-            return self._token[0]
-
-    async def _fetch_token(self, now: float) -> tuple[str, float]:
-        settings: MsGraphSettings = self.settings  # type: ignore[assignment]
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": settings.client_id,
-            "client_secret": self.secrets.get(settings.secret),
-            "scope": settings.scope,
-        }
-        response = await self.client.request("POST", str(settings.token_url), data=form)
-        body = _http.response_body(response)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.is_error or not isinstance(token, str):
-            reason = (
-                body.get("error") if isinstance(body, dict) else response.status_code
-            )
-            raise _http.status_error(
-                f"{self.name}: the Entra token endpoint refused the client "
-                f"credentials ({reason})",
-                response,
-                connection=self.name,
-            )
-        redactor.register(token)
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
-        # Renewed a little early, so a token never expires in flight.
-        return token, now + max(lifetime - 60.0, lifetime / 2)
 
     async def close(self) -> None:
         await self.client.close()

@@ -10,7 +10,6 @@ See the Salesforce section of the connector contracts.
 
 from __future__ import annotations
 
-import asyncio
 import urllib.parse
 from typing import Any
 
@@ -18,8 +17,7 @@ import httpx
 import pydantic
 
 from lobflows import errors
-from lobflows.connectors import _http, base
-from lobflows.secrets import redactor
+from lobflows.connectors import _http, _oauth, base
 
 # Transient by nature: a row lock held by another transaction, the org's
 # request allowance (the contract advises alerting on the 24-hour one; the
@@ -99,8 +97,6 @@ class SalesforceConnector(base.Connector):
 
     def __init__(self, name: str, settings: SalesforceSettings, secrets: Any) -> None:
         super().__init__(name, settings, secrets)
-        self._token: str | None = None
-        self._token_lock = asyncio.Lock()
         self._data_path = f"/services/data/{settings.api_version}"
         self.client = _http.GuardedClient(
             connection=name,
@@ -108,6 +104,16 @@ class SalesforceConnector(base.Connector):
             headers={"Accept": "application/json"},
             timeout_seconds=settings.timeout_seconds,
             allow_networks=settings.allow_networks,
+        )
+        # Salesforce gives no expires_in: a token is kept until refused.
+        self.credentials = _oauth.ClientCredentials(
+            self.client,
+            secrets,
+            connection=name,
+            issuer="the Salesforce token endpoint",
+            token_url=str(settings.token_url),
+            client_id=settings.client_id,
+            secret=settings.secret,
         )
 
     async def action_query(
@@ -197,7 +203,7 @@ class SalesforceConnector(base.Connector):
     async def check(self) -> str:
         """A fresh token, then ``GET /limits``: the org's daily API allowance."""
         context = base.check_context(self.settings.timeout_seconds)
-        await self._access_token(True)
+        await self.credentials.token(fresh=True)
         path = f"{self._data_path}/limits"
         body = await self._json("GET", path, context, "check (limits)")
         daily = body.get("DailyApiRequests") if isinstance(body, dict) else None
@@ -259,7 +265,7 @@ class SalesforceConnector(base.Connector):
         """One call with the session token; a 401 INVALID_SESSION_ID re-authenticates once."""
         for fresh_token in (False, True):
             headers = {
-                "Authorization": f"Bearer {await self._access_token(fresh_token)}"
+                "Authorization": f"Bearer {await self.credentials.token(fresh=fresh_token)}"
             }
             response = await self.client.request(
                 method,
@@ -291,35 +297,6 @@ class SalesforceConnector(base.Connector):
             error.retryable = True
         error.context.update(error_code=code, fields=first.get("fields"), errors=body)
         return error
-
-    async def _access_token(self, fresh: bool) -> str:
-        async with self._token_lock:
-            if fresh or self._token is None:
-                self._token = await self._fetch_token()
-            return self._token
-
-    async def _fetch_token(self) -> str:
-        settings: SalesforceSettings = self.settings  # type: ignore[assignment]
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": settings.client_id,
-            "client_secret": self.secrets.get(settings.secret),
-        }
-        response = await self.client.request("POST", str(settings.token_url), data=form)
-        body = _http.response_body(response)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.is_error or not isinstance(token, str):
-            reason = (
-                body.get("error") if isinstance(body, dict) else response.status_code
-            )
-            raise _http.status_error(
-                f"{self.name}: the Salesforce token endpoint refused the client "
-                f"credentials ({reason})",
-                response,
-                connection=self.name,
-            )
-        redactor.register(token)
-        return token
 
     async def close(self) -> None:
         await self.client.close()
