@@ -13,12 +13,9 @@ see `create_msgraph_app`.
 
 from __future__ import annotations
 
-import hmac
 import json
-import secrets
 import threading
 import uuid
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -29,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lobflows.testing.faults import Fault, FaultQueue, apply_faults, fault_routes, under
+from lobflows.testing.oauth import IssuedTokens, client_credentials_problem
 from lobflows.testing.servers import hide_simulated_disconnects
 
 __all__ = ["GraphError", "MsGraphState", "create_msgraph_app"]
@@ -84,8 +82,10 @@ def _error(
     return JSONResponse(body, status, headers=headers)
 
 
-class MsGraphState:
+class MsGraphState(IssuedTokens):
     """Users, groups, sent mail, tokens, faults and counters of one tenant."""
+
+    token_prefix = "eyJ0"
 
     def __init__(
         self,
@@ -109,28 +109,10 @@ class MsGraphState:
             self.users: dict[str, dict[str, Any]] = {}
             self.members: dict[str, list[str]] = {g: [] for g in GROUPS}
             self.mail: list[dict[str, Any]] = []
-            self.tokens: set[str] = set()
-            self.requests: Counter[str] = Counter()
-            self.tokens_issued = 0
+            self.forget_tokens()
             # Users without an Exchange Online mailbox, by id.
             self.mailboxless: set[str] = set()
         self.faults.clear()
-
-    def issue_token(self) -> str:
-        token = "eyJ0" + secrets.token_urlsafe(32)
-        with self.lock:
-            self.tokens.add(token)
-            self.tokens_issued += 1
-        return token
-
-    def expire_tokens(self) -> None:
-        """Invalidate every issued token."""
-        with self.lock:
-            self.tokens.clear()
-
-    def count_request(self, method: str, path: str) -> None:
-        with self.lock:
-            self.requests[f"{method} {path}"] += 1
 
     def stats(self) -> dict[str, Any]:
         """Return JSON-ready counters."""
@@ -257,19 +239,15 @@ class _Api:
         )
 
     def _token_problem(self, form: dict[str, str]) -> tuple[str, str, int] | None:
-        if form.get("grant_type") != "client_credentials":
-            return "unsupported_grant_type", "AADSTS70003: unsupported grant", 400
-        valid = hmac.compare_digest(
-            form.get("client_id", "").encode(), self.state.client_id.encode()
-        ) and hmac.compare_digest(
-            form.get("client_secret", "").encode(), self.state.client_secret.encode()
+        problem = client_credentials_problem(
+            form,
+            client_id=self.state.client_id,
+            client_secret=self.state.client_secret,
         )
-        if not valid:
-            return (
-                "invalid_client",
-                "AADSTS7000215: Invalid client secret provided.",
-                401,
-            )
+        if problem == "unsupported_grant_type":
+            return problem, "AADSTS70003: unsupported grant", 400
+        if problem == "invalid_client":
+            return problem, "AADSTS7000215: Invalid client secret provided.", 401
         if form.get("scope") != SCOPE:
             return (
                 "invalid_scope",

@@ -16,14 +16,12 @@ see `create_salesforce_app`.
 from __future__ import annotations
 
 import copy
-import hmac
 import itertools
 import json
 import re
 import secrets
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lobflows.testing.faults import Fault, FaultQueue, apply_faults, fault_routes, under
+from lobflows.testing.oauth import IssuedTokens, client_credentials_problem
 from lobflows.testing.servers import hide_simulated_disconnects
 
 __all__ = ["SalesforceError", "SalesforceState", "create_salesforce_app"]
@@ -105,8 +104,10 @@ class _Cursor:
     version: str
 
 
-class SalesforceState:
+class SalesforceState(IssuedTokens):
     """Records, issued tokens, query cursors, faults and counters of one org."""
+
+    token_prefix = "00D"
 
     def __init__(
         self,
@@ -128,30 +129,11 @@ class SalesforceState:
             self.records: dict[str, dict[str, dict[str, Any]]] = {
                 name: {} for name in SCHEMA
             }
-            self.tokens: set[str] = set()
+            self.forget_tokens()
             self.cursors: dict[str, _Cursor] = {}
-            self.requests: Counter[str] = Counter()
-            self.tokens_issued = 0
             self.api_usage = 0
             self._ids = itertools.count(1)
         self.faults.clear()
-
-    def issue_token(self) -> str:
-        """Issue a new opaque access token."""
-        token = "00D" + secrets.token_urlsafe(24)
-        with self.lock:
-            self.tokens.add(token)
-            self.tokens_issued += 1
-        return token
-
-    def expire_tokens(self) -> None:
-        """Invalidate every issued token, as a session timeout would."""
-        with self.lock:
-            self.tokens.clear()
-
-    def count_request(self, method: str, path: str) -> None:
-        with self.lock:
-            self.requests[f"{method} {path}"] += 1
 
     def stats(self) -> dict[str, Any]:
         """Return JSON-ready counters."""
@@ -375,26 +357,18 @@ class _Api:
     async def token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         self.state.count_request(request.method, request.url.path)
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse(
-                {
-                    "error": "unsupported_grant_type",
-                    "error_description": "grant type not supported",
-                },
-                400,
-            )
-        valid = hmac.compare_digest(
-            form.get("client_id", "").encode(), self.state.client_id.encode()
-        ) and hmac.compare_digest(
-            form.get("client_secret", "").encode(), self.state.client_secret.encode()
+        problem = client_credentials_problem(
+            form,
+            client_id=self.state.client_id,
+            client_secret=self.state.client_secret,
         )
-        if not valid:
+        if problem is not None:
+            description = {
+                "unsupported_grant_type": "grant type not supported",
+                "invalid_client": "invalid client credentials",
+            }[problem]
             return JSONResponse(
-                {
-                    "error": "invalid_client",
-                    "error_description": "invalid client credentials",
-                },
-                400,
+                {"error": problem, "error_description": description}, 400
             )
         instance_url = str(request.base_url).rstrip("/")
         return JSONResponse(
