@@ -3,6 +3,7 @@ and the audit log, through the app against a real store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -650,6 +651,33 @@ async def test_sign_in_is_refused_after_five_failures_from_one_address(
     assert allowed.status_code == 303
     [entry] = await runtime.store.audit_entries(action="sign_in_throttled")
     assert entry.detail["by"] == "client" and entry.detail["client"] == "10.0.0.3"
+
+
+async def test_simultaneous_guesses_cannot_pass_the_limit_together(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator")
+    async with client_from(runtime, "10.0.0.9") as guesser:
+        for _ in range(throttle.MAX_FAILURES - 1):
+            await sign_in(guesser, "olga", "wrong password")
+        # Ten guesses at once to one server process, each in a session of its own.
+        app = create_app(runtime, has_local_worker=False)
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 40000))
+        clients = [
+            httpx.AsyncClient(transport=transport, base_url=BASE) for _ in range(10)
+        ]
+        try:
+            answers = await asyncio.gather(
+                *(sign_in(client, "olga", "wrong password") for client in clients)
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] + [429] * 9
+    failed = await runtime.store.audit_entries(action="sign_in_failed")
+    assert len(failed) == throttle.MAX_FAILURES
 
 
 async def test_a_successful_sign_in_clears_the_count_of_its_user_name(

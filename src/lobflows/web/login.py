@@ -107,6 +107,7 @@ class LoginPages:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.turns = throttle.Turns()
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -132,17 +133,23 @@ class LoginPages:
         password = form.get("password", "")
         target = auth.local_path(form.get("next"))
         client = request.client.host if request.client else None
-        refused = await self._throttled(request, name, client)
-        if refused is not None:
-            return refused
-        user = await self._user(name)
-        stored = user.password_hash if user is not None else None
-        matches = await asyncio.to_thread(credentials.verify_password, stored, password)
-        if user is None or not matches:
-            await self.runtime.store.record_audit(
-                "anonymous", "sign_in_failed", f"user {name}", {"client": client}
+        # The count is read and a failure written in one turn per name and address.
+        async with self.turns.taken(f"user:{name}", f"client:{client}"):
+            refused = await self._throttled(request, name, client)
+            if refused is not None:
+                return refused
+            user = await self._user(name)
+            stored = user.password_hash if user is not None else None
+            matches = await asyncio.to_thread(
+                credentials.verify_password, stored, password
             )
-            return page(request, notice=WRONG_CREDENTIALS, status_code=401, name=name)
+            if user is None or not matches:
+                await self.runtime.store.record_audit(
+                    "anonymous", "sign_in_failed", f"user {name}", {"client": client}
+                )
+                return page(
+                    request, notice=WRONG_CREDENTIALS, status_code=401, name=name
+                )
 
         await auth.start_session(request, self.runtime, user)
         await self.runtime.store.record_audit(

@@ -10,12 +10,19 @@ A successful sign-in clears the count of its user name, but not of its
 address: one good account must not buy more guesses at the others.
 Refusals are audited as ``sign_in_throttled`` and do not count as failures,
 so retrying while refused does not push the time to try again further off.
+
+Within one process, sign-ins for the same name or from the same address
+take turns (`Turns`), so simultaneous guesses cannot all pass the count
+before any of their failures is written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +76,32 @@ def _refusal(by: str, failed_at: list[float]) -> Refusal | None:
     if len(failed_at) < MAX_FAILURES:
         return None
     return Refusal(by, failed_at[MAX_FAILURES - 1] + WINDOW_SECONDS)
+
+
+class Turns:
+    """One lock per key, kept only while a sign-in holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def taken(self, *keys: str) -> AsyncIterator[None]:
+        """Hold the locks of `keys`, always in the order given."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self._one(key))
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _one(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
