@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,57 +15,19 @@ from paho.mqtt.properties import Properties
 
 from lobflows import errors
 from lobflows.connectors import mqtt
-from lobflows.connectors.base import CallContext
-from lobflows.engine.events import EventRouter
 from lobflows.runtime import Runtime
 from lobflows.secrets import SecretStore
-from lobflows.settings import Settings
 from tests import support
+from tests.integration.connectors import brokers
 
 pytestmark = pytest.mark.integration
 
-CARD = """card:
-  trigger: see below
-  data: {entity: order, sensitivity: internal}
-  transform: none
-  target: the run store
-  on_failure: dead letter
-  owner: team@example.com
-"""
 CONNECTIONS = """connections:
   bus:
     type: mqtt
     host: 127.0.0.1
     session_expiry_seconds: 60
 """
-
-
-def intake_flow(queue: str) -> str:
-    return (
-        "flow: intake\n"
-        + CARD
-        + f"""trigger:
-  event: {{topic: orders.received, connection: bus, queue: "{queue}"}}
-steps:
-  - id: seen
-    map: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
-
-
-def sender_flow(topic: str) -> str:
-    return (
-        "flow: sender\n"
-        + CARD
-        + f"""trigger: {{manual: {{}}}}
-steps:
-  - id: send
-    call: bus.publish
-    with:
-      topic: {topic}
-      body: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
 
 
 @pytest.fixture
@@ -80,29 +40,14 @@ def prefix() -> str:
 async def runtime(
     store_url: str, tmp_path: Path, prefix: str
 ) -> AsyncIterator[Runtime]:
-    (tmp_path / "connections.yaml").write_text(CONNECTIONS)
-    (tmp_path / "intake.yaml").write_text(intake_flow(f"{prefix}/#"))
-    (tmp_path / "sender.yaml").write_text(sender_flow(f"{prefix}/orders"))
-    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
-    yield opened
-    await opened.close()
-
-
-@contextlib.asynccontextmanager
-async def consuming(
-    connector: Any, queue: str, deliver: Callable[[Any], Awaitable[Any]]
-) -> AsyncIterator[None]:
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        connector.consume(queue, deliver, topic="orders.received", on_ready=ready.set)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with brokers.open_runtime(
+        store_url,
+        tmp_path,
+        connections=CONNECTIONS,
+        intake=brokers.intake_flow(f"{prefix}/#"),
+        sender=brokers.sender_flow(topic=f"{prefix}/orders"),
+    ) as opened:
+        yield opened
 
 
 async def publish_raw(topic: str, payload: bytes, msg_id: str | None = None) -> None:
@@ -115,43 +60,22 @@ async def publish_raw(topic: str, payload: bytes, msg_id: str | None = None) -> 
         await client.publish(topic, payload, qos=1, properties=properties)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-async def _has_runs(runtime: Runtime, count: int) -> bool:
-    return len(await runtime.store.list_runs(flow="intake")) >= count
-
-
 async def test_a_published_message_is_consumed_into_one_run(
     runtime: Runtime, prefix: str
 ):
-    connector = runtime.engine.connections["bus"]
-    router = EventRouter(runtime.engine)
-
-    async with consuming(connector, f"{prefix}/#", router.deliver):
-        sender, _ = await runtime.engine.start_run(
-            "sender", input={"order": "SO-1"}, trigger="manual"
-        )
-        await support.drain(runtime)
-        await eventually(lambda: _has_runs(runtime, 1))
+    async with brokers.consuming(runtime, f"{prefix}/#"):
+        sender_id, sent = await brokers.send_order(runtime, "SO-1")
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
     await support.drain(runtime)
 
-    sent = (await runtime.store.completed_steps(sender.id))["send"]
     [run] = await runtime.store.list_runs(flow="intake")
-    assert sent == {"topic": f"{prefix}/orders", "msg_id": f"{sender.id}-send"}
+    assert sent == {"topic": f"{prefix}/orders", "msg_id": f"{sender_id}-send"}
     assert run.status == "succeeded" and run.input == {"order": "SO-1"}
     assert run.trigger == "event"
 
 
 async def test_the_same_message_twice_starts_one_run(runtime: Runtime, prefix: str):
-    connector = runtime.engine.connections["bus"]
-    router = EventRouter(runtime.engine)
-
-    async with consuming(connector, f"{prefix}/#", router.deliver):
+    async with brokers.consuming(runtime, f"{prefix}/#"):
         # the same msg_id twice, as a retried publish would send it
         for _ in range(2):
             await publish_raw(f"{prefix}/a", b'{"order": "SO-2"}', msg_id="m-2")
@@ -159,7 +83,7 @@ async def test_the_same_message_twice_starts_one_run(runtime: Runtime, prefix: s
         for _ in range(2):
             await publish_raw(f"{prefix}/a", b'{"order": "SO-3"}')
         await publish_raw(f"{prefix}/a", b'{"order": "SO-4"}', msg_id="m-4")
-        await eventually(lambda: _has_runs(runtime, 3))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 3))
         await asyncio.sleep(0.3)  # room for a wrong fourth run
 
     runs = await runtime.store.list_runs(flow="intake")
@@ -169,22 +93,17 @@ async def test_the_same_message_twice_starts_one_run(runtime: Runtime, prefix: s
 async def test_a_payload_that_is_not_json_is_acknowledged_once_without_a_run(
     runtime: Runtime, prefix: str, caplog: pytest.LogCaptureFixture
 ):
-    connector = runtime.engine.connections["bus"]
-    router = EventRouter(runtime.engine)
     queue = f"{prefix}/#"
 
-    async with consuming(connector, queue, router.deliver):
+    async with brokers.consuming(runtime, queue):
         await publish_raw(f"{prefix}/a", b"not json", msg_id="bad-1")
         await publish_raw(f"{prefix}/a", b'{"order": "SO-5"}', msg_id="good-1")
-        await eventually(lambda: _has_runs(runtime, 1))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
     # a reconnect: an unacknowledged message would come again now
-    async with consuming(connector, queue, router.deliver):
+    async with brokers.consuming(runtime, queue):
         await asyncio.sleep(0.5)
 
-    rejected = [
-        r for r in caplog.records if r.__dict__.get("event") == "message_rejected"
-    ]
-    assert len(rejected) == 1
+    assert len(brokers.rejections(caplog)) == 1
     assert len(await runtime.store.list_runs(flow="intake")) == 1
 
 
@@ -195,19 +114,16 @@ async def test_a_failed_delivery_is_redelivered_when_the_session_resumes(
     settings = mqtt.MqttSettings(host="127.0.0.1", session_expiry_seconds=60)
     connector = mqtt.MqttConnector("bus", settings, SecretStore())
     queue = f"{prefix}/#"
-    seen: list[str] = []
+    seen = brokers.Recorder()
     failed = asyncio.Event()
 
     async def failing(event: Any) -> None:
         failed.set()
         raise RuntimeError("store is down")
 
-    async def storing(event: Any) -> None:
-        seen.append(event.id)
-
     ready = asyncio.Event()
     task = asyncio.create_task(
-        connector.consume(queue, failing, topic="orders.received", on_ready=ready.set)
+        connector.consume(queue, failing, topic=brokers.TOPIC, on_ready=ready.set)
     )
     await asyncio.wait_for(ready.wait(), 10)
     await publish_raw(f"{prefix}/a", b'{"n": 1}', msg_id="m-1")
@@ -216,12 +132,12 @@ async def test_a_failed_delivery_is_redelivered_when_the_session_resumes(
         await task
 
     # When the consumer starts again with the same session
-    async with consuming(connector, queue, storing):
-        await eventually(lambda: _true(bool(seen)))
+    async with brokers.delivering(connector, queue, seen):
+        await brokers.eventually(lambda: _true(bool(seen.ids)))
         await asyncio.sleep(0.3)
 
     # Then the broker sent the message again, once
-    assert seen == ["mqtt-msg:m-1"]
+    assert seen.ids == ["mqtt-msg:m-1"]
 
 
 async def test_the_consumer_raises_a_retryable_error_when_the_port_is_closed():
@@ -230,14 +146,12 @@ async def test_the_consumer_raises_a_retryable_error_when_the_port_is_closed():
     )
     connector = mqtt.MqttConnector("bus", settings, SecretStore())
 
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
-
     with pytest.raises(errors.TransportError) as failed:
-        await connector.consume("t/#", deliver, topic="t")
-    context = CallContext(run_id="r", flow="f", step="s", attempt=1, timeout_seconds=5)
+        await brokers.consume_nothing(connector, "t/#")
     with pytest.raises(errors.TransportError):
-        await connector.call("publish", {"topic": "t", "body": {}}, context)
+        await brokers.publish_step(
+            connector, {"topic": "t", "body": {}}, timeout_seconds=5
+        )
 
     assert failed.value.retryable is True
 
@@ -245,10 +159,9 @@ async def test_the_consumer_raises_a_retryable_error_when_the_port_is_closed():
 async def test_a_metadata_host_is_refused_before_connecting():
     settings = mqtt.MqttSettings(host="169.254.169.254")
     connector = mqtt.MqttConnector("bus", settings, SecretStore())
-    context = CallContext(run_id="r", flow="f", step="s", attempt=1, timeout_seconds=5)
 
     with pytest.raises(errors.BlockedAddressError):
-        await connector.call("publish", {"topic": "t"}, context)
+        await brokers.publish_step(connector, {"topic": "t"}, timeout_seconds=5)
 
 
 def test_a_message_is_known_by_its_msg_id_else_a_hash_of_topic_and_payload():

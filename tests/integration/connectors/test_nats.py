@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +16,10 @@ import pytest
 
 from lobflows import errors
 from lobflows.connectors import nats as nats_connector
-from lobflows.connectors.base import CallContext
-from lobflows.engine.events import EventRouter
 from lobflows.runtime import Runtime
 from lobflows.secrets import SecretStore
-from lobflows.settings import Settings
 from tests import support
+from tests.integration.connectors import brokers
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +27,6 @@ NATS_URL = "nats://127.0.0.1:4222"
 CONSUMER = "lobflows"
 # Short, so a test can publish one Nats-Msg-Id twice into the stream.
 DUPLICATE_WINDOW_SECONDS = 1.0
-CARD = """card:
-  trigger: see below
-  data: {entity: order, sensitivity: internal}
-  transform: none
-  target: the run store
-  on_failure: dead letter
-  owner: team@example.com
-"""
 CONNECTIONS = """connections:
   bus:
     type: nats
@@ -51,34 +39,10 @@ class Stream(types.SimpleNamespace):
     name: str
     subject: str  # the one subject tests publish on
 
-
-def intake_flow(stream: Stream) -> str:
-    return (
-        "flow: intake\n"
-        + CARD
-        + f"""trigger:
-  event: {{topic: orders.received, connection: bus, queue: {stream.name}/{CONSUMER}}}
-steps:
-  - id: seen
-    map: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
-
-
-def sender_flow(stream: Stream) -> str:
-    return (
-        "flow: sender\n"
-        + CARD
-        + f"""trigger: {{manual: {{}}}}
-steps:
-  - id: send
-    call: bus.publish
-    with:
-      subject: {stream.subject}
-      body: {{order: "{{{{ input.order }}}}"}}
-      headers: {{origin: tests}}
-"""
-    )
+    @property
+    def queue(self) -> str:
+        """The queue naming this stream and the tests' consumer."""
+        return f"{self.name}/{CONSUMER}"
 
 
 @pytest.fixture
@@ -110,32 +74,14 @@ async def stream(server: Any) -> AsyncIterator[Stream]:
 async def runtime(
     store_url: str, tmp_path: Path, stream: Stream
 ) -> AsyncIterator[Runtime]:
-    (tmp_path / "connections.yaml").write_text(CONNECTIONS)
-    (tmp_path / "intake.yaml").write_text(intake_flow(stream))
-    (tmp_path / "sender.yaml").write_text(sender_flow(stream))
-    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
-    yield opened
-    await opened.close()
-
-
-@contextlib.asynccontextmanager
-async def consuming(runtime: Runtime, queue: str) -> AsyncIterator[None]:
-    """The connector consuming `queue` into the runtime's event router."""
-    connector: Any = runtime.engine.connections["bus"]
-    router = EventRouter(runtime.engine)
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        connector.consume(
-            queue, router.deliver, topic="orders.received", on_ready=ready.set
-        )
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with brokers.open_runtime(
+        store_url,
+        tmp_path,
+        connections=CONNECTIONS,
+        intake=brokers.intake_flow(stream.queue),
+        sender=brokers.sender_flow(subject=stream.subject, headers="{origin: tests}"),
+    ) as opened:
+        yield opened
 
 
 async def publish(server: Any, subject: str, body: bytes, msg_id: str | None) -> None:
@@ -149,29 +95,18 @@ async def unacked(server: Any, stream: Stream) -> int:
     return int(info.num_pending + info.num_ack_pending)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_published_message_is_consumed_into_one_run(
     runtime: Runtime, server: Any, stream: Stream
 ):
-    sender, _ = await runtime.engine.start_run(
-        "sender", input={"order": "SO-1"}, trigger="manual"
-    )
-    await support.drain(runtime)
-    sent = (await runtime.store.completed_steps(sender.id))["send"]
+    sender_id, sent = await brokers.send_order(runtime, "SO-1")
 
-    async with consuming(runtime, f"{stream.name}/{CONSUMER}"):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
-        await eventually(lambda: _unacked_is(server, stream, 0))
+    async with brokers.consuming(runtime, stream.queue):
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
+        await brokers.eventually(lambda: _unacked_is(server, stream, 0))
     await support.drain(runtime)
 
     [run] = await runtime.store.list_runs(flow="intake")
-    assert sent["msg_id"] == f"{sender.id}-send"  # the step's idempotency key
+    assert sent["msg_id"] == f"{sender_id}-send"  # the step's idempotency key
     assert sent["stream"] == stream.name and sent["is_duplicate"] is False
     assert run.status == "succeeded" and run.input == {"order": "SO-1"}
     assert run.trigger == "event"
@@ -181,13 +116,10 @@ async def test_publishing_the_same_msg_id_twice_is_stored_once(
     runtime: Runtime, stream: Stream
 ):
     connector = runtime.engine.connections["bus"]
-    context = CallContext(
-        run_id="r1", flow="sender", step="send", attempt=1, timeout_seconds=10
-    )
     params = {"subject": stream.subject, "body": {"order": "SO-7"}}
 
-    first = await connector.call("publish", params, context)
-    again = await connector.call("publish", params, context)
+    first = await brokers.publish_step(connector, params)
+    again = await brokers.publish_step(connector, params)
 
     assert first["is_duplicate"] is False and again["is_duplicate"] is True
     assert first["sequence"] == again["sequence"]
@@ -203,9 +135,9 @@ async def test_the_same_message_twice_starts_one_run(
     await publish(server, stream.subject, b'{"order": "SO-2"}', "m-2")
     await publish(server, stream.subject, b'{"order": "SO-3"}', None)
 
-    async with consuming(runtime, f"{stream.name}/{CONSUMER}"):
-        await eventually(lambda: _has_runs(runtime, "intake", 2))
-        await eventually(lambda: _unacked_is(server, stream, 0))
+    async with brokers.consuming(runtime, stream.queue):
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 2))
+        await brokers.eventually(lambda: _unacked_is(server, stream, 0))
 
     # Then the consumer started one run for both
     runs = await runtime.store.list_runs(flow="intake")
@@ -218,15 +150,12 @@ async def test_a_body_that_is_not_json_is_terminated_once(
     await publish(server, stream.subject, b"not json", "bad-1")
     await publish(server, stream.subject, b'{"order": "SO-4"}', "good-1")
 
-    async with consuming(runtime, f"{stream.name}/{CONSUMER}"):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
-        await eventually(lambda: _unacked_is(server, stream, 0))
+    async with brokers.consuming(runtime, stream.queue):
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
+        await brokers.eventually(lambda: _unacked_is(server, stream, 0))
         await asyncio.sleep(0.5)
 
-    rejected = [
-        r for r in caplog.records if r.__dict__.get("event") == "message_rejected"
-    ]
-    assert len(rejected) == 1  # no redelivery loop
+    assert len(brokers.rejections(caplog)) == 1  # no redelivery loop
 
 
 async def test_a_queue_with_a_subject_creates_a_filtered_consumer(
@@ -235,9 +164,9 @@ async def test_a_queue_with_a_subject_creates_a_filtered_consumer(
     await publish(server, stream.subject, b'{"order": "SO-8"}', "m-8")
     await publish(server, stream.subject + ".other", b'{"order": "SO-9"}', "m-9")
 
-    async with consuming(runtime, f"{stream.name}/{CONSUMER}/{stream.subject}"):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
-        await eventually(lambda: _unacked_is(server, stream, 0))
+    async with brokers.consuming(runtime, f"{stream.queue}/{stream.subject}"):
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
+        await brokers.eventually(lambda: _unacked_is(server, stream, 0))
 
     [run] = await runtime.store.list_runs(flow="intake")
     assert run.input == {"order": "SO-8"}
@@ -246,40 +175,25 @@ async def test_a_queue_with_a_subject_creates_a_filtered_consumer(
 async def test_a_failed_delivery_gives_the_message_back(server: Any, stream: Stream):
     settings = nats_connector.NatsSettings(url=NATS_URL, fetch_wait_seconds=0.2)
     connector = nats_connector.NatsConnector("bus", settings, SecretStore())
-    queue = f"{stream.name}/{CONSUMER}"
     await publish(server, stream.subject, b'{"n": 1}', None)
-    seen: list[str] = []
-
-    async def failing(event: Any) -> None:
-        raise RuntimeError("store is down")
-
-    async def storing(event: Any) -> None:
-        seen.append(event.id)
+    seen = brokers.Recorder()
 
     with pytest.raises(RuntimeError):
-        await connector.consume(queue, failing, topic="t")
+        await connector.consume(stream.queue, brokers.deliver_failing, topic="t")
 
-    task = asyncio.create_task(connector.consume(queue, storing, topic="t"))
-    try:
-        await eventually(lambda: _unacked_is(server, stream, 0))
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert seen == [f"nats:{stream.name}:1"]  # known by stream and sequence
+    async with brokers.running(connector.consume(stream.queue, seen, topic="t")):
+        await brokers.eventually(lambda: _unacked_is(server, stream, 0))
+    assert seen.ids == [f"nats:{stream.name}:1"]  # known by stream and sequence
 
 
 async def test_publish_fails_without_retry_when_no_stream_takes_the_subject(
     runtime: Runtime,
 ):
     connector = runtime.engine.connections["bus"]
-    context = CallContext(
-        run_id="r1", flow="sender", step="send", attempt=1, timeout_seconds=5
-    )
     params = {"subject": f"lobflows.nowhere.{uuid.uuid4().hex}", "body": {}}
 
     with pytest.raises(errors.ConnectorError) as failed:
-        await connector.call("publish", params, context)
+        await brokers.publish_step(connector, params, timeout_seconds=5)
 
     assert failed.value.retryable is False
     assert "no stream takes the subject" in str(failed.value)
@@ -288,12 +202,10 @@ async def test_publish_fails_without_retry_when_no_stream_takes_the_subject(
 async def test_consuming_a_missing_stream_fails_without_retry():
     settings = nats_connector.NatsSettings(url=NATS_URL)
     connector = nats_connector.NatsConnector("bus", settings, SecretStore())
-
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
+    queue = f"MISSING_{uuid.uuid4().hex}/c"
 
     with pytest.raises(errors.ConnectorError) as failed:
-        await connector.consume(f"MISSING_{uuid.uuid4().hex}/c", deliver, topic="t")
+        await brokers.consume_nothing(connector, queue)
 
     assert failed.value.retryable is False
 
@@ -303,11 +215,8 @@ async def test_the_consumer_raises_a_transport_error_when_the_server_is_down():
     settings = nats_connector.NatsSettings(url=url, timeout_seconds=2)
     connector = nats_connector.NatsConnector("bus", settings, SecretStore())
 
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
-
     with pytest.raises(errors.TransportError) as failed:
-        await connector.consume("S/c", deliver, topic="t")
+        await brokers.consume_nothing(connector, "S/c")
 
     assert failed.value.retryable is True
 
@@ -315,10 +224,9 @@ async def test_the_consumer_raises_a_transport_error_when_the_server_is_down():
 async def test_a_metadata_host_is_refused_before_connecting():
     settings = nats_connector.NatsSettings(url="nats://169.254.169.254:4222")
     connector = nats_connector.NatsConnector("bus", settings, SecretStore())
-    context = CallContext(run_id="r1", flow="f", step="s", attempt=1, timeout_seconds=5)
 
     with pytest.raises(errors.BlockedAddressError):
-        await connector.call("publish", {"subject": "a.b"}, context)
+        await brokers.publish_step(connector, {"subject": "a.b"}, timeout_seconds=5)
 
 
 @pytest.mark.parametrize(
@@ -383,10 +291,6 @@ def test_every_nats_error_is_translated(foreign: BaseException, retryable: bool)
 
     assert isinstance(translated, errors.ConnectorError)
     assert translated.retryable is retryable
-
-
-async def _has_runs(runtime: Runtime, flow: str, count: int) -> bool:
-    return len(await runtime.store.list_runs(flow=flow)) >= count
 
 
 async def _unacked_is(server: Any, stream: Stream, count: int) -> bool:

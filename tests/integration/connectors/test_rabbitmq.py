@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,16 @@ import pytest
 
 from lobflows import errors
 from lobflows.connectors import rabbitmq
-from lobflows.connectors.base import CallContext
-from lobflows.engine.events import EventRouter
 from lobflows.runtime import Runtime
 from lobflows.secrets import SecretStore, env_name
-from lobflows.settings import Settings
 from lobflows.spec import loader
 from tests import support
+from tests.integration.connectors import brokers
 
 pytestmark = pytest.mark.integration
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 PASSWORD_SECRET = "rabbitmq-password"
-CARD = """card:
-  trigger: see below
-  data: {entity: order, sensitivity: internal}
-  transform: none
-  target: the run store
-  on_failure: dead letter
-  owner: team@example.com
-"""
 CONNECTIONS = """connections:
   mq:
     type: rabbitmq
@@ -44,35 +33,6 @@ CONNECTIONS = """connections:
     password_secret: rabbitmq-password
     prefetch: 5
 """
-
-
-def intake_flow(queue: str) -> str:
-    return (
-        "flow: intake\n"
-        + CARD
-        + f"""trigger:
-  event: {{topic: orders.received, connection: mq, queue: {queue}}}
-steps:
-  - id: seen
-    map: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
-
-
-def sender_flow(queue: str) -> str:
-    return (
-        "flow: sender\n"
-        + CARD
-        + f"""trigger: {{manual: {{}}}}
-steps:
-  - id: send
-    call: mq.publish
-    with:
-      routing_key: {queue}
-      body: {{order: "{{{{ input.order }}}}"}}
-      headers: {{origin: tests}}
-"""
-    )
 
 
 @pytest.fixture
@@ -101,32 +61,23 @@ async def runtime(
     store_url: str, tmp_path: Path, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Runtime]:
     monkeypatch.setenv(env_name(PASSWORD_SECRET), "guest")
-    (tmp_path / "connections.yaml").write_text(CONNECTIONS)
-    (tmp_path / "intake.yaml").write_text(intake_flow(queue))
-    (tmp_path / "sender.yaml").write_text(sender_flow(queue))
-    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
-    yield opened
-    await opened.close()
+    async with brokers.open_runtime(
+        store_url,
+        tmp_path,
+        connections=CONNECTIONS,
+        intake=brokers.intake_flow(queue, connection="mq"),
+        sender=brokers.sender_flow(
+            connection="mq", routing_key=queue, headers="{origin: tests}"
+        ),
+    ) as opened:
+        yield opened
 
 
-@contextlib.asynccontextmanager
-async def consuming(runtime: Runtime, queue: str) -> AsyncIterator[None]:
+def consuming(
+    runtime: Runtime, queue: str
+) -> contextlib.AbstractAsyncContextManager[None]:
     """The connector consuming `queue` into the runtime's event router."""
-    connector: Any = runtime.engine.connections["mq"]
-    router = EventRouter(runtime.engine)
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        connector.consume(
-            queue, router.deliver, topic="orders.received", on_ready=ready.set
-        )
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return brokers.consuming(runtime, queue, connection="mq")
 
 
 async def publish(
@@ -144,30 +95,17 @@ async def ready_count(broker: aio_pika.abc.AbstractConnection, queue: str) -> in
     return int(declared.declaration_result.message_count or 0)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_published_message_is_consumed_into_one_run(
     runtime: Runtime, broker: aio_pika.abc.AbstractConnection, queue: str
 ):
-    sender, _ = await runtime.engine.start_run(
-        "sender", input={"order": "SO-1"}, trigger="manual"
-    )
-    await support.drain(runtime)
-    sent = (await runtime.store.completed_steps(sender.id))["send"]
+    sender_id, sent = await brokers.send_order(runtime, "SO-1")
 
     async with consuming(runtime, queue):
-        await eventually(
-            lambda: _has_runs(runtime, "intake", 1),
-        )
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
     await support.drain(runtime)
 
     [run] = await runtime.store.list_runs(flow="intake")
-    assert sent["message_id"] == f"{sender.id}-send"  # the step's idempotency key
+    assert sent["message_id"] == f"{sender_id}-send"  # the step's idempotency key
     assert run.status == "succeeded" and run.input == {"order": "SO-1"}
     assert run.trigger == "event"
     assert await ready_count(broker, queue) == 0
@@ -182,7 +120,7 @@ async def test_a_redelivered_message_starts_one_run(
     await publish(broker, queue, b'{"order": "SO-3"}')
 
     async with consuming(runtime, queue):
-        await eventually(lambda: _has_runs(runtime, "intake", 2))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 2))
         await asyncio.sleep(0.3)  # let the duplicates be taken too
 
     runs = await runtime.store.list_runs(flow="intake")
@@ -200,13 +138,10 @@ async def test_a_body_that_is_not_json_is_rejected_once(
     await publish(broker, queue, b'{"order": "SO-4"}', message_id="good-1")
 
     async with consuming(runtime, queue):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
         await asyncio.sleep(0.3)
 
-    rejected = [
-        r for r in caplog.records if r.__dict__.get("event") == "message_rejected"
-    ]
-    assert len(rejected) == 1  # no redelivery loop
+    assert len(brokers.rejections(caplog)) == 1  # no redelivery loop
     assert await ready_count(broker, queue) == 0  # not requeued either
 
 
@@ -225,7 +160,7 @@ async def test_a_body_that_is_not_json_goes_to_the_dead_letter_exchange(
         await publish(broker, source.name, b"<xml/>", message_id="bad-2")
 
         async with consuming(runtime, source.name):
-            await eventually(lambda: _count_is(broker, dead.name, 1))
+            await brokers.eventually(lambda: _count_is(broker, dead.name, 1))
 
         assert await ready_count(broker, source.name) == 0
         assert await runtime.store.list_runs(flow="intake") == []
@@ -240,16 +175,10 @@ async def test_publish_fails_without_retry_when_no_queue_takes_the_message(
     runtime: Runtime,
 ):
     connector = runtime.engine.connections["mq"]
-    context = CallContext(
-        run_id="r1", flow="sender", step="send", attempt=1, timeout_seconds=10
-    )
+    params = {"routing_key": f"nowhere-{uuid.uuid4().hex}", "body": {}}
 
     with pytest.raises(errors.ConnectorError) as failed:
-        await connector.call(
-            "publish",
-            {"routing_key": f"nowhere-{uuid.uuid4().hex}", "body": {}},
-            context,
-        )
+        await brokers.publish_step(connector, params)
 
     assert failed.value.retryable is False
     assert "no queue took it" in str(failed.value)
@@ -257,13 +186,10 @@ async def test_publish_fails_without_retry_when_no_queue_takes_the_message(
 
 async def test_publish_to_a_missing_exchange_fails_without_retry(runtime: Runtime):
     connector = runtime.engine.connections["mq"]
-    context = CallContext(
-        run_id="r1", flow="sender", step="send", attempt=1, timeout_seconds=10
-    )
     params = {"exchange": f"missing-{uuid.uuid4().hex}", "routing_key": "x"}
 
     with pytest.raises(errors.ConnectorError) as failed:
-        await connector.call("publish", params, context)
+        await brokers.publish_step(connector, params)
 
     assert failed.value.retryable is False and "not found" in str(failed.value)
 
@@ -272,20 +198,16 @@ async def test_the_consumer_raises_a_transport_error_when_the_broker_is_down():
     settings = rabbitmq.RabbitmqSettings(host="127.0.0.1", port=support.free_port())
     connector = rabbitmq.RabbitmqConnector("mq", settings, SecretStore())
 
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
-
     with pytest.raises(errors.TransportError):
-        await connector.consume("q", deliver, topic="t")
+        await brokers.consume_nothing(connector, "q")
 
 
 async def test_a_metadata_host_is_refused_before_connecting():
     settings = rabbitmq.RabbitmqSettings(host="169.254.169.254")
     connector = rabbitmq.RabbitmqConnector("mq", settings, SecretStore())
-    context = CallContext(run_id="r1", flow="f", step="s", attempt=1, timeout_seconds=5)
 
     with pytest.raises(errors.BlockedAddressError):
-        await connector.call("publish", {"routing_key": "q"}, context)
+        await brokers.publish_step(connector, {"routing_key": "q"}, timeout_seconds=5)
 
 
 def test_a_message_without_id_is_known_by_its_body():
@@ -327,7 +249,7 @@ def test_an_event_trigger_with_a_connection_is_validated(
     path = tmp_path / "intake.yaml"
     path.write_text(
         "flow: intake\n"
-        + CARD
+        + brokers.CARD
         + f"trigger:\n  event: {event}\nsteps:\n  - id: s\n    map: {{x: 1}}\n"
     )
 
@@ -335,10 +257,6 @@ def test_an_event_trigger_with_a_connection_is_validated(
         loader.load_flow_file(path)
 
     assert message in str(refused.value.problems[0])
-
-
-async def _has_runs(runtime: Runtime, flow: str, count: int) -> bool:
-    return len(await runtime.store.list_runs(flow=flow)) >= count
 
 
 async def _count_is(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,15 @@ import redis.exceptions
 
 from lobflows import errors
 from lobflows.connectors import redis_streams
-from lobflows.connectors.base import CallContext
-from lobflows.engine.events import EventRouter
 from lobflows.runtime import Runtime
 from lobflows.secrets import SecretStore
-from lobflows.settings import Settings
 from tests import support
+from tests.integration.connectors import brokers
 
 pytestmark = pytest.mark.integration
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 GROUP = "lobflows"
-CARD = """card:
-  trigger: see below
-  data: {entity: order, sensitivity: internal}
-  transform: none
-  target: the run store
-  on_failure: dead letter
-  owner: team@example.com
-"""
 CONNECTIONS = """connections:
   bus:
     type: redis_stream
@@ -42,35 +31,6 @@ CONNECTIONS = """connections:
     block_ms: 100
     claim_idle_seconds: 0.5
 """
-
-
-def intake_flow(stream: str) -> str:
-    return (
-        "flow: intake\n"
-        + CARD
-        + f"""trigger:
-  event: {{topic: orders.received, connection: bus, queue: {stream}/{GROUP}}}
-steps:
-  - id: seen
-    map: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
-
-
-def sender_flow(stream: str) -> str:
-    return (
-        "flow: sender\n"
-        + CARD
-        + f"""trigger: {{manual: {{}}}}
-steps:
-  - id: send
-    call: bus.publish
-    with:
-      stream: {stream}
-      maxlen: 1000
-      body: {{order: "{{{{ input.order }}}}"}}
-"""
-    )
 
 
 @pytest.fixture
@@ -96,35 +56,21 @@ async def stream(server: Any) -> AsyncIterator[str]:
 async def runtime(
     store_url: str, tmp_path: Path, stream: str
 ) -> AsyncIterator[Runtime]:
-    (tmp_path / "connections.yaml").write_text(CONNECTIONS)
-    (tmp_path / "intake.yaml").write_text(intake_flow(stream))
-    (tmp_path / "sender.yaml").write_text(sender_flow(stream))
-    opened = await Runtime.open(Settings(database_url=store_url), tmp_path)
-    yield opened
-    await opened.close()
+    async with brokers.open_runtime(
+        store_url,
+        tmp_path,
+        connections=CONNECTIONS,
+        intake=brokers.intake_flow(f"{stream}/{GROUP}"),
+        sender=brokers.sender_flow(stream=stream, maxlen="1000"),
+    ) as opened:
+        yield opened
 
 
-@contextlib.asynccontextmanager
-async def consuming(runtime: Runtime, stream: str) -> AsyncIterator[None]:
+def consuming(
+    runtime: Runtime, stream: str
+) -> contextlib.AbstractAsyncContextManager[None]:
     """The connector consuming `stream` into the runtime's event router."""
-    connector: Any = runtime.engine.connections["bus"]
-    router = EventRouter(runtime.engine)
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        connector.consume(
-            f"{stream}/{GROUP}",
-            router.deliver,
-            topic="orders.received",
-            on_ready=ready.set,
-        )
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return brokers.consuming(runtime, f"{stream}/{GROUP}")
 
 
 async def pending_count(server: Any, stream: str) -> int:
@@ -132,28 +78,17 @@ async def pending_count(server: Any, stream: str) -> int:
     return int(summary["pending"])
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_published_entry_is_consumed_into_one_run(
     runtime: Runtime, server: Any, stream: str
 ):
-    sender, _ = await runtime.engine.start_run(
-        "sender", input={"order": "SO-1"}, trigger="manual"
-    )
-    await support.drain(runtime)
-    sent = (await runtime.store.completed_steps(sender.id))["send"]
+    sender_id, sent = await brokers.send_order(runtime, "SO-1")
 
     async with consuming(runtime, stream):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
     await support.drain(runtime)
 
     [run] = await runtime.store.list_runs(flow="intake")
-    assert sent["msg_id"] == f"{sender.id}-send"  # the step's idempotency key
+    assert sent["msg_id"] == f"{sender_id}-send"  # the step's idempotency key
     assert sent["entry_id"] and sent["stream"] == stream
     assert run.status == "succeeded" and run.input == {"order": "SO-1"}
     assert run.trigger == "event"
@@ -169,8 +104,8 @@ async def test_the_same_entry_twice_starts_one_run(
     await server.xadd(stream, {"body": '{"order": "SO-3"}'})
 
     async with consuming(runtime, stream):
-        await eventually(lambda: _has_runs(runtime, "intake", 2))
-        await eventually(lambda: _pending_is(server, stream, 0))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 2))
+        await brokers.eventually(lambda: _pending_is(server, stream, 0))
 
     runs = await runtime.store.list_runs(flow="intake")
     assert sorted(r.input["order"] for r in runs) == ["SO-2", "SO-3"]
@@ -182,7 +117,7 @@ async def test_an_entry_without_body_is_delivered_as_its_fields(
     await server.xadd(stream, {"order": "SO-5"})
 
     async with consuming(runtime, stream):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
 
     [run] = await runtime.store.list_runs(flow="intake")
     assert run.input == {"order": "SO-5"}
@@ -195,13 +130,10 @@ async def test_a_body_that_is_not_json_is_acknowledged_once_without_a_run(
     await server.xadd(stream, {"body": '{"order": "SO-4"}', "msg_id": "good-1"})
 
     async with consuming(runtime, stream):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
         await asyncio.sleep(0.7)  # past a claim of idle entries
 
-    rejected = [
-        r for r in caplog.records if r.__dict__.get("event") == "message_rejected"
-    ]
-    assert len(rejected) == 1  # no redelivery loop
+    assert len(brokers.rejections(caplog)) == 1  # no redelivery loop
     assert await pending_count(server, stream) == 0
 
 
@@ -216,8 +148,8 @@ async def test_entries_a_dead_consumer_left_pending_are_claimed_and_delivered(
 
     # When another consumer runs past the claim idle time
     async with consuming(runtime, stream):
-        await eventually(lambda: _has_runs(runtime, "intake", 1))
-        await eventually(lambda: _pending_is(server, stream, 0))
+        await brokers.eventually(lambda: brokers.has_runs(runtime, 1))
+        await brokers.eventually(lambda: _pending_is(server, stream, 0))
 
     # Then it delivered the entry and acknowledged it
     [run] = await runtime.store.list_runs(flow="intake")
@@ -230,28 +162,16 @@ async def test_a_failed_delivery_leaves_the_entry_pending_for_the_next_start(
     settings = redis_streams.RedisStreamSettings(url=REDIS_URL, block_ms=50)
     connector = redis_streams.RedisStreamConnector("bus", settings, SecretStore())
     await server.xadd(stream, {"body": '{"n": 1}'})
-    seen: list[str] = []
-
-    async def failing(event: Any) -> None:
-        raise RuntimeError("store is down")
-
-    async def storing(event: Any) -> None:
-        seen.append(event.id)
+    queue = f"{stream}/{GROUP}"
+    seen = brokers.Recorder()
 
     with pytest.raises(RuntimeError):
-        await connector.consume(f"{stream}/{GROUP}", failing, topic="t")
+        await connector.consume(queue, brokers.deliver_failing, topic="t")
     assert await pending_count(server, stream) == 1
 
-    task = asyncio.create_task(
-        connector.consume(f"{stream}/{GROUP}", storing, topic="t")
-    )
-    try:
-        await eventually(lambda: _pending_is(server, stream, 0))
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert len(seen) == 1 and seen[0].startswith(f"redis:{stream}:")
+    async with brokers.running(connector.consume(queue, seen, topic="t")):
+        await brokers.eventually(lambda: _pending_is(server, stream, 0))
+    assert len(seen.ids) == 1 and seen.ids[0].startswith(f"redis:{stream}:")
 
 
 class LosesOneCancel:
@@ -282,11 +202,8 @@ async def test_a_consumer_stops_on_cancel_even_when_the_client_loses_it(
     client = LosesOneCancel(await connector._connect())
     await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
 
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
-
     task = asyncio.create_task(
-        connector._read_forever(client, deliver, stream, GROUP, "t")
+        connector._read_forever(client, brokers.deliver_nothing, stream, GROUP, "t")
     )
     try:
         await asyncio.sleep(0.2)  # inside the blocking read
@@ -303,14 +220,10 @@ async def test_publish_to_a_key_of_another_type_fails_without_retry(
     runtime: Runtime, server: Any, stream: str
 ):
     await server.set(stream, "a plain string")
-    context = CallContext(
-        run_id="r1", flow="sender", step="send", attempt=1, timeout_seconds=10
-    )
+    connector = runtime.engine.connections["bus"]
 
     with pytest.raises(errors.ConnectorError) as failed:
-        await runtime.engine.connections["bus"].call(
-            "publish", {"stream": stream, "body": {}}, context
-        )
+        await brokers.publish_step(connector, {"stream": stream, "body": {}})
 
     assert failed.value.retryable is False and "WRONGTYPE" in str(failed.value)
 
@@ -320,11 +233,8 @@ async def test_the_consumer_raises_a_transport_error_when_the_server_is_down():
     settings = redis_streams.RedisStreamSettings(url=url, timeout_seconds=2)
     connector = redis_streams.RedisStreamConnector("bus", settings, SecretStore())
 
-    async def deliver(event: Any) -> None:
-        raise AssertionError("nothing to deliver")
-
     with pytest.raises(errors.TransportError) as failed:
-        await connector.consume("s/g", deliver, topic="t")
+        await brokers.consume_nothing(connector, "s/g")
 
     assert failed.value.retryable is True
 
@@ -332,10 +242,9 @@ async def test_the_consumer_raises_a_transport_error_when_the_server_is_down():
 async def test_a_metadata_host_is_refused_before_connecting():
     settings = redis_streams.RedisStreamSettings(url="redis://169.254.169.254:6379")
     connector = redis_streams.RedisStreamConnector("bus", settings, SecretStore())
-    context = CallContext(run_id="r1", flow="f", step="s", attempt=1, timeout_seconds=5)
 
     with pytest.raises(errors.BlockedAddressError):
-        await connector.call("publish", {"stream": "s"}, context)
+        await brokers.publish_step(connector, {"stream": "s"}, timeout_seconds=5)
 
 
 def test_an_entry_is_known_by_its_msg_id_else_its_entry_id():
@@ -393,10 +302,6 @@ def test_every_redis_error_is_translated(foreign: BaseException, retryable: bool
 
     assert isinstance(translated, errors.ConnectorError)
     assert translated.retryable is retryable
-
-
-async def _has_runs(runtime: Runtime, flow: str, count: int) -> bool:
-    return len(await runtime.store.list_runs(flow=flow)) >= count
 
 
 async def _pending_is(server: Any, stream: str, count: int) -> bool:
