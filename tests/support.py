@@ -187,6 +187,21 @@ def base_env(store_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def create_store(store_url: str) -> None:
+    """Make the run store at `store_url` with the newest schema, as a first
+    `lobflows serve` would; commands that read the store refuse a missing one."""
+    from lobflows.store import RunStore
+
+    async def migrate() -> None:
+        store = RunStore(store_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(migrate())
+
+
 async def wait_for_log(
     server: ServerProcess, text: str, *, timeout: float = 10
 ) -> None:

@@ -147,3 +147,29 @@ async def test_cli_users_sign_in_and_act_within_their_roles(
         ("signal", "olga", f"run {run_id}"),
         ("token_revoke", "cli", "user vic"),
     ]
+
+
+def test_cli_refuses_names_the_audit_log_uses_and_reading_a_missing_store(
+    env: dict[str, str], store_url: str, tmp_path: Path
+):
+    missing = tmp_path / "mistyped.db"
+    mistyped = {**env, "LOBFLOWS_DB": f"sqlite:///{missing}"}
+
+    listed = users(mistyped, "list")
+    tokens = users(mistyped, "token", "list")
+    reserved = users(env, "add", "cli:root", "--role", "admin", "--no-password")
+    slashed = users(env, "add", "a/b", "--role", "viewer", "--no-password")
+    added = users(env, "add", "ada", "--role", "admin", "--no-password")
+    revoke = users(env, "token", "revoke", "--user", "ada", "--name", "nosuch")
+
+    for refused in (listed, tokens):
+        assert refused.returncode == 4, refused.stderr
+        assert f"no run store at {missing}" in refused.stderr
+    assert not missing.exists()
+    assert reserved.returncode == 2
+    assert "is how the audit log names actions no user took" in reserved.stderr
+    assert slashed.returncode == 2 and "must not hold a slash" in slashed.stderr
+    assert added.returncode == 0, added.stderr
+    assert revoke.returncode != 0
+    assert "user 'ada' has no live token named 'nosuch'" in revoke.stderr
+    assert "lobflows users token list shows them" in revoke.stderr

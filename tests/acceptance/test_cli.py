@@ -131,6 +131,7 @@ def test_schema_prints_the_json_schema_of_flow_files(env):
 def test_commands_answer_bad_arguments_with_one_line_and_a_named_exit_code(
     env, args, code, phrase
 ):
+    support.create_store(env["LOBFLOWS_DB"])
     result = support.cli(env, *args)
 
     assert result.returncode == code, result.stderr

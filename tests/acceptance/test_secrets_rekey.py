@@ -150,6 +150,7 @@ def test_rekey_refuses_a_new_key_file_beside_the_store(tmp_path: Path):
     beside = tmp_path / "new.key"
     beside.write_text(NEW_KEY)
     env = support.base_env(store_url, LOBFLOWS_MASTER_KEY=OLD_KEY)
+    support.create_store(store_url)
 
     refused = secrets_cli(env, "rekey", "--new-key-file", str(beside))
 

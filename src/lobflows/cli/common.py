@@ -107,11 +107,43 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
     return uvloop.run
 
 
-async def with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+async def with_store(
+    action: Callable[[Any], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `action` on the run store. A SQLite store that does not exist is
+    refused unless `create`, so a mistyped LOBFLOWS_DB reads as an error
+    instead of as an empty store."""
     from lobflows.runtime import open_store
 
+    if not create:
+        require_store(options.settings)
     store = await open_store(options.settings)
     try:
         return await action(store)
     finally:
         await store.close()
+
+
+def require_store(settings: Settings) -> None:
+    """Refuse a SQLite run store that does not exist yet instead of creating it:
+    a reading command pointed at a mistyped path must not make an empty store."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from lobflows.store import engines
+
+    url = settings.database_url
+    if not engines.is_sqlite(url):
+        return
+    try:
+        database = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return  # opening the store names what is wrong with the URL
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    if not path.is_file():
+        raise errors.ConfigurationError(
+            f"no run store at {path}; start `lobflows serve` first or check LOBFLOWS_DB"
+        )

@@ -12,17 +12,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from lobflows import errors
 from lobflows.cli import common as cli
 from lobflows.cli import views
 from lobflows.monitor import Health, Snapshot
-from lobflows.settings import Settings
-from lobflows.store import engines
 
 health_app = typer.Typer(
     help="Health of every flow and connection.",
@@ -83,7 +79,7 @@ def health(
 async def _snapshot(flows_dir: Path, *, check: bool) -> Snapshot:
     from lobflows.runtime import Runtime
 
-    require_store(cli.options.settings)
+    cli.require_store(cli.options.settings)
     runtime = await Runtime.open(cli.options.settings, flows_dir)
     try:
         if check:
@@ -91,25 +87,6 @@ async def _snapshot(flows_dir: Path, *, check: bool) -> Snapshot:
         return await runtime.monitor.snapshot()
     finally:
         await runtime.close()
-
-
-def require_store(settings: Settings) -> None:
-    """Refuse a SQLite run store that does not exist yet instead of creating it:
-    a reading command pointed at a mistyped path must not make an empty store."""
-    url = settings.database_url
-    if not engines.is_sqlite(url):
-        return
-    try:
-        database = sa.engine.make_url(url).database
-    except sa.exc.ArgumentError:
-        return  # opening the store names what is wrong with the URL
-    if not database or database == ":memory:":
-        return
-    path = Path(database).expanduser()
-    if not path.is_file():
-        raise errors.ConfigurationError(
-            f"no run store at {path}; start `lobflows serve` first or check LOBFLOWS_DB"
-        )
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:

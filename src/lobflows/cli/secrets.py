@@ -190,7 +190,7 @@ def secrets_set(name: SecretName, rotate_every: RotateEvery = None) -> None:
         detail = {"version": 1, "rotate_every_days": policy}
         await store.record_audit(cli.cli_actor(), "secret_set", name, detail)
 
-    cli.run_async(cli.with_store(add))
+    cli.run_async(cli.with_store(add, create=True))  # before the first serve, too
     cli.console.print(
         f"Secret {name} stored in the vault (version 1).", highlight=False
     )

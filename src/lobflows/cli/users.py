@@ -58,15 +58,23 @@ PasswordStdin = Annotated[
 ]
 
 
-def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+def _with_store(
+    action: Callable[[Any], Awaitable[T]],
+    *,
+    create: bool = False,
+    listed_by: str = "lobflows users list",
+) -> T:
+    """Run `action` on the run store, a missing user or token becoming a
+    not-found error that says which command lists them."""
+
     async def guarded(store: Any) -> T:
         try:
             return await action(store)
         except errors.UserNotFoundError as exc:
-            cli.fail(str(exc), cli.EXIT_NOT_FOUND, "lobflows users list shows them")
+            cli.fail(str(exc), cli.EXIT_NOT_FOUND, f"{listed_by} shows them")
         raise AssertionError("unreachable")
 
-    return cli.run_async(cli.with_store(guarded))
+    return cli.run_async(cli.with_store(guarded, create=create))
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -106,11 +114,14 @@ def users_add(
     ] = False,
 ) -> None:
     """Add a user with one or more roles; asks for the password."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        cli.fail("the user name must have 1 to 200 characters", cli.EXIT_USAGE)
-    if email is not None and "@" not in email:
-        cli.fail(f"--email {email!r} is not an e-mail address", cli.EXIT_USAGE)
+    from lobflows.web import credentials
+
+    try:
+        name = credentials.check_user_name(name)
+        if email is not None:
+            email = credentials.check_email(email)
+    except ValueError as exc:
+        cli.fail(str(exc), cli.EXIT_USAGE)
     password_hash = None if no_password else _hashed(_read_password(password_stdin))
     chosen = sorted({r.value for r in roles})
 
@@ -125,7 +136,8 @@ def users_add(
             {"roles": chosen, "email": email},
         )
 
-    _with_store(add)
+    # The first admin may be added before the server has ever run.
+    _with_store(add, create=True)
     cli.console.print(
         f"User {name} added with role(s) {', '.join(chosen)}.", highlight=False
     )
@@ -268,5 +280,5 @@ def token_revoke(
             cli.cli_actor(), "token_revoke", f"user {user}", {"token": label}
         )
 
-    _with_store(revoke)
+    _with_store(revoke, listed_by="lobflows users token list")
     cli.console.print(f"API token {label!r} of {user} revoked.", highlight=False)

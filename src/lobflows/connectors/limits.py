@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # How long a slot stays held if its process dies without giving it back.
 SLOT_LEASE_SECONDS = 300.0
 _WAIT_STEPS = (0.02, 0.05, 0.1, 0.2, 0.5)
+# How soon a call turned away by a half-open breaker is tried again.
+PROBE_RETRY_SECONDS = 5.0
 
 
 class Limits(pydantic.BaseModel):
@@ -83,12 +85,21 @@ class Breaker:
         """Let a call through, or fail it fast while the breaker is open."""
         if self.open_until is None:
             return
-        if now < self.open_until or self.probing:
-            wait = max(self.open_until - now, 0.0)
+        if self.probing:
+            # Another call is the probe: try again soon, not after a cool-down.
+            wait = min(PROBE_RETRY_SECONDS, self.cool_down_seconds)
+            raise errors.CircuitOpenError(
+                f"{connection}: a probe call is under way after {self.failures} "
+                f"failures in a row (circuit breaker half-open; next try in "
+                f"{wait:.0f} s)",
+                retry_after_seconds=wait,
+            )
+        if now < self.open_until:
+            wait = self.open_until - now
             raise errors.CircuitOpenError(
                 f"{connection}: calls are paused after {self.failures} failures in a row "
                 f"(circuit breaker open; next try in {wait:.0f} s)",
-                retry_after_seconds=wait or self.cool_down_seconds,
+                retry_after_seconds=wait,
             )
         self.probing = True  # this call is the one probe
 

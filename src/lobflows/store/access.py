@@ -153,7 +153,21 @@ class AccessOps(StoreBase):
         email: str | None = None,
         password_hash: str | None = None,
     ) -> UserRecord:
-        """Store a new user; a taken name or e-mail address is refused."""
+        """Store a new user; a name or e-mail address taken, in any case, is
+        refused (people sign in by name and tasks find them by address)."""
+        u = tables.users
+        taken = sa.func.lower(u.c.name) == name.lower()
+        if email is not None:
+            taken = taken | (sa.func.lower(u.c.email) == email.lower())
+        existing = await self._user_where(taken)
+        if existing is not None:
+            same_name = existing.name.lower() == name.lower()
+            what = (
+                f"a user named {existing.name!r}"
+                if same_name
+                else f"a user with e-mail {existing.email!r} ({existing.name})"
+            )
+            raise errors.StoreError(f"{what} already exists")
         now = time.time()
         values = {
             "name": name,

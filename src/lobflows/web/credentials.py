@@ -1,4 +1,4 @@
-"""Passwords and API tokens: how they are made, hashed and checked.
+"""User names, passwords and API tokens: how they are made, hashed and checked.
 
 Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's
 second recommended profile). API tokens are long random strings, so one
@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import secrets
+import unicodedata
 
 import argon2
 
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 1024
 TOKEN_PREFIX = "lft_"
+MAX_NAME_CHARS = 200
+# Actors the audit log writes for what no user did: commands on the
+# server's machine (cli:<os user>), single sign-on, the shared API token.
+RESERVED_NAMES = ("oidc", "api", "anonymous")
+RESERVED_PREFIX = "cli:"
+# One @, something on each side, nothing that separates addresses.
+EMAIL = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
 
 _hasher = argon2.PasswordHasher()
 
@@ -26,8 +35,38 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def check_user_name(name: str) -> str:
+    """The name without surrounding spaces; ValueError saying why a name
+    cannot be a user's (it also names the user's page, and audit actors)."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"the user name must have 1 to {MAX_NAME_CHARS} characters")
+    if "/" in name or any(unicodedata.category(c).startswith("C") for c in name):
+        raise ValueError(
+            "the user name must not hold a slash or a control character "
+            "(a tab, a line break)"
+        )
+    if name.lower() in RESERVED_NAMES or name.lower().startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"{name!r} is how the audit log names actions no user took "
+            f"({', '.join(RESERVED_NAMES)}, {RESERVED_PREFIX}<os user>); "
+            "choose another name"
+        )
+    return name
+
+
+def check_email(email: str) -> str:
+    """The address without surrounding spaces; ValueError when it is not one."""
+    email = email.strip()
+    if not EMAIL.fullmatch(email):
+        raise ValueError(f"{email!r} is not an e-mail address")
+    return email
+
+
 def check_password(password: str) -> None:
-    """Refuse a password that is too short or too long, saying which."""
+    """Refuse a password that is too short, too long or blank, saying which."""
+    if not password.strip():
+        raise ValueError("the password must not be blank")
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValueError(
             f"the password must have at least {MIN_PASSWORD_CHARS} characters"

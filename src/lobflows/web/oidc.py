@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from lobflows import errors
 from lobflows.runtime import Runtime
 from lobflows.store.access import UserRecord
-from lobflows.web import auth, login
+from lobflows.web import auth, credentials, login
 
 with warnings.catch_warnings():
     # authlib prefers the httpx2 package; plain httpx works the same. Its own
@@ -195,8 +195,14 @@ class SingleSignOn:
             return None
         email = _verified_email(claims)
         try:
+            name = credentials.check_user_name(name)
             user = await self.runtime.store.add_user(name, roles=roles, email=email)
-        except errors.StoreError:
+        except (ValueError, errors.StoreError) as exc:
+            log.warning(
+                "A single sign-on user was not added: %s",
+                exc,
+                extra={"event": "sso_user_refused"},
+            )
             return None
         await self.runtime.store.record_audit(
             SOURCE, "user_add", f"user {name}", {"roles": roles, "email": email}

@@ -21,7 +21,7 @@ from lobflows.store.access import ApiTokenRecord, UserRecord
 from lobflows.web import auth, credentials
 from lobflows.web.dashboard import render
 
-MAX_NAME_CHARS = 200
+MAX_TOKEN_NAME_CHARS = 200
 
 
 class UserPages:
@@ -40,12 +40,9 @@ class UserPages:
         name = form.get("name", "").strip()
         email = form.get("email", "").strip() or None
         try:
-            if not name or len(name) > MAX_NAME_CHARS:
-                raise ValueError(
-                    f"the user name must have 1 to {MAX_NAME_CHARS} characters"
-                )
-            if email is not None and "@" not in email:
-                raise ValueError(f"{email!r} is not an e-mail address")
+            name = credentials.check_user_name(name)
+            if email is not None:
+                email = credentials.check_email(email)
             roles = auth.check_roles(_roles(form))
             password_hash = _new_password_hash(form, required=False)
             await self.store.add_user(
@@ -120,8 +117,7 @@ class UserPages:
         await self.store.record_audit(
             principal.name, "user_remove", f"user {user.name}"
         )
-        removed = urllib.parse.urlencode({"removed": user.name})
-        return RedirectResponse(f"/users?{removed}", status_code=303)
+        return RedirectResponse("/users?done=removed", status_code=303)
 
     async def create_token(self, request: Request) -> Response:
         principal = auth.require(request, "admin")
@@ -130,9 +126,9 @@ class UserPages:
         label = form.get("label", "").strip()
         token = credentials.new_api_token()
         try:
-            if not label or len(label) > MAX_NAME_CHARS:
+            if not label or len(label) > MAX_TOKEN_NAME_CHARS:
                 raise ValueError(
-                    f"the token name must have 1 to {MAX_NAME_CHARS} characters"
+                    f"the token name must have 1 to {MAX_TOKEN_NAME_CHARS} characters"
                 )
             await self.store.add_api_token(
                 user.name, name=label, token_hash=credentials.token_digest(token)
@@ -182,7 +178,7 @@ class UserPages:
             roles=auth.ROLES,
             problem=problem,
             given=_given(given),
-            removed=request.query_params.get("removed"),
+            removed=request.query_params.get("done") == "removed",
         )
 
     async def _page(
@@ -219,10 +215,10 @@ class UserPages:
 def _new_password_hash(form: dict[str, str], *, required: bool) -> str | None:
     """The hash of the form's new password, checked and confirmed; None when
     the password is left empty where it may be."""
-    password = form.get("password", "")
-    if not password and not required:
+    password, confirm = form.get("password", ""), form.get("confirm", "")
+    if not password and not confirm and not required:
         return None
-    if password != form.get("confirm", ""):
+    if password != confirm:
         raise ValueError("the password and its confirmation differ")
     credentials.check_password(password)
     return credentials.hash_password(password)
