@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from lobflows import errors
 from lobflows.engine.clock import ManualClock
 from lobflows.runtime import Runtime
 from lobflows.settings import Settings
@@ -930,3 +931,18 @@ async def test_unknown_pages_are_not_found_for_a_signed_in_person(runtime: Runti
     assert page.headers["content-type"].startswith("text/html")
     assert reports.status_code == 404 and "allow" not in reports.headers
     assert webhook.status_code == 405 and webhook.headers["allow"] == "POST"
+
+
+async def test_names_and_addresses_are_unique_without_regard_to_case(
+    runtime: Runtime,
+):
+    await add_user(runtime, "olga", "operator", email="olga@example.com")
+
+    with pytest.raises(errors.StoreError, match="a user named 'olga' already exists"):
+        await runtime.store.add_user("OLGA", roles=["viewer"])
+    with pytest.raises(errors.StoreError, match=r"e-mail 'olga@example.com' \(olga\)"):
+        await runtime.store.add_user(
+            "other", roles=["viewer"], email="Olga@Example.COM"
+        )
+
+    assert [u.name for u in await runtime.store.users()] == ["olga"]

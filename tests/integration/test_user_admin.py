@@ -28,6 +28,13 @@ NEW_PASSWORD = "a long and new password"
 
 
 @pytest.fixture
+def store_url(sqlite_store_url: str) -> str:
+    """The page works on the store's user operations, which the access tests
+    run on both kinds of store."""
+    return sqlite_store_url
+
+
+@pytest.fixture
 async def runtime(store_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     (tmp_path / "approve-spend.yaml").write_text(APPROVAL)
     (tmp_path / "secrets.yaml").write_text("session_key: a-session-key-for-tests\n")
