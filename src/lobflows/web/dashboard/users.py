@@ -8,6 +8,7 @@ locks out the person using it; another admin or the command line can.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
 
@@ -44,7 +45,7 @@ class UserPages:
             if email is not None:
                 email = credentials.check_email(email)
             roles = auth.check_roles(_roles(form))
-            password_hash = _new_password_hash(form, required=False)
+            password_hash = await _new_password_hash(form, required=False)
             await self.store.add_user(
                 name, roles=roles, email=email, password_hash=password_hash
             )
@@ -90,7 +91,7 @@ class UserPages:
         form = await auth.verified_form(request)
         user = await self._user(request)
         try:
-            password_hash = _new_password_hash(form, required=True)
+            password_hash = await _new_password_hash(form, required=True)
         except ValueError as exc:
             return await self._page(request, user, problem=str(exc), status=400)
         await self.store.set_password_hash(user.name, password_hash)
@@ -212,7 +213,7 @@ class UserPages:
             raise HTTPException(404, str(exc)) from None
 
 
-def _new_password_hash(form: dict[str, str], *, required: bool) -> str | None:
+async def _new_password_hash(form: dict[str, str], *, required: bool) -> str | None:
     """The hash of the form's new password, checked and confirmed; None when
     the password is left empty where it may be."""
     password, confirm = form.get("password", ""), form.get("confirm", "")
@@ -221,7 +222,8 @@ def _new_password_hash(form: dict[str, str], *, required: bool) -> str | None:
     if password != confirm:
         raise ValueError("the password and its confirmation differ")
     credentials.check_password(password)
-    return credentials.hash_password(password)
+    # Hashing takes tens of milliseconds on purpose: off the event loop.
+    return await asyncio.to_thread(credentials.hash_password, password)
 
 
 def _roles(form: dict[str, str]) -> list[str]:
