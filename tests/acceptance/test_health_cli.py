@@ -141,8 +141,8 @@ def test_health_refuses_a_store_that_does_not_exist_and_creates_none(
     for result in (plain, checked):
         assert result.returncode == 4, result.stderr
         assert (
-            f"no run store at {missing}; start `lobflows serve` first or check "
-            "LOBFLOWS_DB" in result.stderr
+            f"no run store at {missing}; check LOBFLOWS_DB, or make the store "
+            "with `lobflows serve` or the first `lobflows users add`" in result.stderr
         )
     assert not missing.exists()
     assert list(tmp_path.iterdir()) == [folder]

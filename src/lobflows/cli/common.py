@@ -145,5 +145,6 @@ def require_store(settings: Settings) -> None:
     path = Path(database).expanduser()
     if not path.is_file():
         raise errors.ConfigurationError(
-            f"no run store at {path}; start `lobflows serve` first or check LOBFLOWS_DB"
+            f"no run store at {path}; check LOBFLOWS_DB, or make the store "
+            "with `lobflows serve` or the first `lobflows users add`"
         )

@@ -288,11 +288,12 @@ def _print_rekeyed(done: dict[str, list[int]]) -> None:
         cli.console.print(f"  {escape(name)}: {label} {listed}", highlight=False)
     cli.console.print(
         f"Next: set the new key in {key_settings} for every process that reads "
-        "the vault (serve, worker, run and the secrets commands) and restart "
-        "them. The old key no longer opens the vault; a process still running "
-        "with it keeps the values it has loaded but cannot read a secret set or "
-        "rotated from now on. Backups of the run store made before now still "
-        "need the old key.",
+        "the vault (serve, worker, run and the secrets commands). A running "
+        "serve or worker reads a replaced key file again within seconds; one "
+        "given the key in its environment needs a restart. Until then it keeps "
+        "the values it has loaded but cannot read a secret set or rotated from "
+        "now on. Backups of the run store made before now still need the old "
+        "key.",
         highlight=False,
     )
 
