@@ -20,7 +20,9 @@ from lobflows.spec import loader
 from lobflows.store import RunStore, tables
 from lobflows.store.health import AlertState
 from lobflows.testing.chat_webhooks import create_mattermost_app
+from lobflows.testing.mailbox import Mailbox
 from lobflows.testing.servers import ServerThread
+from tests.support import Service
 
 HOOK_KEY = "integrationhookkey000000"
 FLOW = """flow: orders
@@ -56,6 +58,7 @@ def make_monitor(
     secrets: SecretStore | None = None,
     limiter: Limiter | None = None,
     chat_limits: dict[str, float] | None = None,
+    more_connections: dict[str, dict[str, object]] | None = None,
 ) -> Monitor:
     flow = loader.load_flow_text(FLOW, "orders.yaml")
     chat_settings: dict[str, object] = {
@@ -67,6 +70,7 @@ def make_monitor(
     declared = {
         "erp": {"type": "http", "base_url": "http://127.0.0.1:9/api"},
         "ops-chat": chat_settings,
+        **(more_connections or {}),
     }
     project = loader.Project(flows={"orders": flow}, connections=declared)
     connections = build_connections(declared, SecretStore({"hook": hook or "x" * 8}))
@@ -303,6 +307,50 @@ async def test_alerts_go_through_the_breaker_of_their_connection(
     [message] = app.state.chat.messages
     assert message.payload["text"].startswith("[DOWN] connection erp")
     assert await store.breaker_states() == {}
+
+
+async def test_alerts_reach_a_mailbox_and_a_webhook(store: RunStore):
+    rules = """alerts:
+  rules:
+    - when: {subject: connection, name: erp}
+      send:
+        connection: mail
+        action: send
+        with: {to: it-ops@example.com, subject: "{{ alert.summary }}", text: "{{ alert.reason }}"}
+    - when: {subject: connection, name: erp}
+      send:
+        connection: pager
+        action: request
+        with: {method: POST, path: /alerts, json: {state: "{{ alert.state }}", about: "{{ alert.name }}"}}
+"""
+    pager = Service()
+    with Mailbox() as mailbox, ServerThread(pager.app()) as hooks:
+        monitor = make_monitor(
+            store,
+            owner="a",
+            monitor_yaml=rules,
+            more_connections={
+                "mail": {
+                    "type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": mailbox.port,
+                    "security": "none",
+                    "from": "lobflows@example.com",
+                },
+                "pager": {"type": "http", "base_url": hooks.url},
+            },
+        )
+        for _ in range(3):  # erp's port is closed: down after three checks
+            await monitor.checker.run_due(force=True)
+        sent = await monitor.alerter.evaluate()
+        [mail] = mailbox.wait_for(1)
+
+    assert sent == 2
+    assert mail.rcpt_tos == ("it-ops@example.com",)
+    assert mail.message["Subject"].startswith("[DOWN] connection erp")
+    assert "checks failed in a row" in mail.message.get_content()
+    # The pager's health checks are GETs; the alert is the one POST.
+    assert [call for call in pager.log if call.startswith("POST")] == ["POST /alerts"]
 
 
 async def test_a_dead_letter_alerts_once_per_flow(
