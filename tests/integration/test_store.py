@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lobflows import errors
-from lobflows.store import RunStore, retention
+from lobflows.store import RunStore, retention, tables
 from lobflows.store.records import CUT_MARKER
 
 pytestmark = pytest.mark.integration
@@ -219,6 +219,33 @@ async def test_prune_deletes_finished_runs_past_retention_but_keeps_open_dead_le
     remaining = {run.id for run in await store.list_runs(limit=100)}
     assert remaining == {parked.id, fresh.id}
     assert await store.attempts(finished[0]) == []
+
+
+async def test_prune_deletes_replay_jobs_finished_past_the_default_retention(
+    store: RunStore,
+):
+    for job_id in ("old", "recent", "unfinished"):
+        await store.create_replay_job(
+            job_id, actor="olga", letter_ids=[1], owner="p", lease_seconds=30
+        )
+    for job_id in ("old", "recent"):
+        await store.record_replay_result(
+            job_id, {"letter": 1, "run_id": "r"}, owner="p", lease_seconds=30
+        )
+    month = retention.DEFAULT_RETENTION_DAYS * retention.SECONDS_PER_DAY
+    j = tables.replay_jobs
+    await store._write(
+        lambda conn: conn.execute(
+            j.update()
+            .where(j.c.id == "old")
+            .values(finished_at=time.time() - month - 60)
+        )
+    )
+
+    await retention.prune(store)
+
+    kept = {job.id for job in await store.recent_replay_jobs(10)}
+    assert kept == {"recent", "unfinished"}
 
 
 async def test_prune_shrinks_the_sqlite_file(tmp_path: Path):

@@ -1,5 +1,7 @@
 """Run data has a lifecycle: finished runs are pruned after their flow's retention.
 
+Finished replay jobs of the dashboard go after the default retention.
+
 Pruning deletes in small batches, each its own short transaction, so
 workers are never locked out for long; on SQLite the freed pages are then
 returned to the file system so the file really shrinks.
@@ -54,6 +56,12 @@ class RetentionOps(StoreBase):
 
         return await self._write(write)
 
+    async def prune_replay_jobs(self, *, older_than: float) -> int:
+        """Delete replay jobs that finished before `older_than`."""
+        j = tables.replay_jobs
+        statement = j.delete().where(j.c.finished_at < older_than)
+        return await self._write(lambda conn: conn.execute(statement).rowcount)
+
     async def release_free_pages(self, *, pages: int = 2000) -> None:
         """Give deleted space back to the file system (SQLite), a few pages at a time."""
         if self.is_sqlite:
@@ -101,6 +109,9 @@ async def prune(
         ):
             removed += batch
             await store.release_free_pages()
+    await store.prune_replay_jobs(
+        older_than=now - DEFAULT_RETENTION_DAYS * SECONDS_PER_DAY
+    )
     while await store.free_pages() > 0:
         before = await store.free_pages()
         await store.release_free_pages()
