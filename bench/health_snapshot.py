@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from webhook_throughput import POSTGRES_ADMIN_URL, postgres_database
+from store_ops import open_store
 
 from lobflows.connectors.base import build_connections
 from lobflows.monitor import Monitor, config
@@ -56,18 +56,10 @@ FAILED_EVERY = 10
 
 @contextlib.asynccontextmanager
 async def fresh_store(kind: str) -> AsyncIterator[RunStore]:
-    with contextlib.ExitStack() as stack:
-        if kind == "sqlite":
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            url = f"sqlite:///{folder / 'runs.db'}"
-        else:
-            url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL))
-        store = RunStore(url)
-        await store.migrate()
-        try:
+    """A migrated store on a fresh database, in a folder of its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        async with open_store(kind, Path(folder)) as store:
             yield store
-        finally:
-            await store.close()
 
 
 async def fill(store: RunStore, version_id: int, count: int, start: int) -> None:
